@@ -1,0 +1,502 @@
+import { runBounded } from './call.js';
+import { Channel } from './channel.js';
+import {
+  abortError,
+  ClosedError,
+  InvalidArgumentError,
+  InvalidKeyError,
+  KeyNotFoundError,
+  KVError,
+  NotSupportedError,
+  UnavailableError,
+  ValueTooLargeError,
+} from './errors.js';
+import { compareKeys, isBelow, joinKey, normalizeKey, stripPrefix, toBytes } from './keys.js';
+import { type AcquiredLock, type AcquireRequest, type LockHost, StoreLock } from './lock.js';
+import type {
+  CallOptions,
+  Capabilities,
+  KVPair,
+  Lock,
+  LockOptions,
+  ReadOptions,
+  Store,
+  TreeChange,
+  TreeEvent,
+  Value,
+  WriteOptions,
+} from './types.js';
+
+/** A pair as a backend returns it: `key` is the full storage key, prefix included. */
+export interface RawPair {
+  readonly key: string;
+  readonly value: Uint8Array;
+  readonly lastIndex: number;
+}
+
+export interface PrimitiveReadOptions {
+  readonly signal: AbortSignal;
+  readonly consistent: boolean;
+}
+
+export interface PrimitiveWriteOptions {
+  readonly signal: AbortSignal;
+  /** ms, validated: a positive integer >= minTtl. */
+  readonly ttl: number | undefined;
+  /** Only with a ttl. */
+  readonly keepAlive: boolean;
+}
+
+// biome-ignore lint/suspicious/noControlCharactersInRegex: user keys never hold control characters, helper keys always do
+const HELPER = /[\u0000-\u001f\u007f]/;
+
+/**
+ * Backends mark their helper keys (lock waiters, side keys) with a control
+ * character, which no user key may hold; the base class hides such keys from
+ * every listing and tree watch.
+ */
+export function isHelperKey(fullKey: string): boolean {
+  return HELPER.test(fullKey);
+}
+
+export const DEFAULT_TIMEOUT = 5_000;
+export const DEFAULT_KEEPALIVE_TTL = 15_000;
+export const DEFAULT_LOCK_TTL = 15_000;
+
+export interface BaseStoreOptions {
+  readonly backend: string;
+  readonly capabilities: Capabilities;
+  readonly prefix: string;
+  readonly requestTimeout: number;
+  /** Named in the `InvalidArgumentError` for a ttl under `minTtl`, e.g. Consul's `session_ttl_min`. */
+  readonly minTtlSetting?: string;
+}
+
+/**
+ * The base class of every backend. Public methods validate and normalise
+ * their arguments, apply the prefix, enforce the closed state, bound every
+ * call with `requestTimeout` and the caller's `signal`, and wrap driver
+ * errors; they then call the small protected primitives a backend
+ * implements. Keys given to primitives are full storage keys (prefix
+ * included, no leading or trailing `/`; '' is the root of an unprefixed
+ * store).
+ */
+export abstract class BaseStore implements Store {
+  readonly backend: string;
+  readonly capabilities: Capabilities;
+  readonly prefix: string;
+  readonly requestTimeout: number;
+  private readonly minTtlSetting: string | undefined;
+  private readonly closeController = new AbortController();
+  private readonly locks = new Set<StoreLock>();
+  private closePromise: Promise<void> | undefined;
+
+  protected constructor(options: BaseStoreOptions) {
+    this.backend = options.backend;
+    this.capabilities = Object.freeze({ ...options.capabilities });
+    this.prefix = normalizeKey(options.prefix, true);
+    this.requestTimeout = options.requestTimeout;
+    this.minTtlSetting = options.minTtlSetting;
+    (this.lockHost as { requestTimeout: number }).requestTimeout = options.requestTimeout;
+  }
+
+  /** Aborts when `close()` starts. Backends tie their background work to it. */
+  protected get closing(): AbortSignal {
+    return this.closeController.signal;
+  }
+
+  get closed(): boolean {
+    return this.closeController.signal.aborted;
+  }
+
+  // ---- primitives a backend implements ----
+
+  protected abstract _get(key: string, options: PrimitiveReadOptions): Promise<RawPair | null>;
+  protected abstract _put(key: string, value: Uint8Array, options: PrimitiveWriteOptions): Promise<void>;
+  /** Removes only `key`, never its children. A missing key is fine. */
+  protected abstract _delete(key: string, signal: AbortSignal): Promise<void>;
+  /** Every pair strictly below `dir` ('' = everything), in any order. Helper keys are filtered out by the caller. */
+  protected abstract _list(dir: string, options: PrimitiveReadOptions): Promise<RawPair[]>;
+  /** Removes `dir` and everything below it. */
+  protected abstract _deleteTree(dir: string, signal: AbortSignal): Promise<void>;
+  /**
+   * Writes only if the key is at `previousIndex` (`null`: only if absent).
+   * Throws `KeyExistsError`, `KeyModifiedError` or `KeyNotFoundError`.
+   */
+  protected abstract _atomicPut(
+    key: string,
+    value: Uint8Array,
+    previousIndex: number | null,
+    options: PrimitiveWriteOptions,
+  ): Promise<RawPair>;
+  /** Throws `KeyModifiedError` or `KeyNotFoundError`. */
+  protected abstract _atomicDelete(key: string, previousIndex: number, signal: AbortSignal): Promise<void>;
+  /** Releases connections and timers. Called once. Locks were already released and watches ended. */
+  protected abstract _close(): Promise<void>;
+
+  protected _exists(key: string, options: PrimitiveReadOptions): Promise<boolean> {
+    return this._get(key, options).then((pair) => pair !== null);
+  }
+
+  /**
+   * Yields the key's current state first, then every later state in commit
+   * order, until `signal` aborts. Reconnects are the backend's job; it may
+   * yield the same state again after one (the base class drops repeats).
+   */
+  protected _watch(_key: string, _signal: AbortSignal): AsyncIterable<RawPair | null> {
+    throw new NotSupportedError(this.backend, 'watch');
+  }
+
+  /**
+   * Yields full listings of `dir` (as `_list` returns them): the current one
+   * first, then one after each change. The base class computes `changes`
+   * and skips listings that changed nothing.
+   */
+  protected _watchTree(_dir: string, _signal: AbortSignal): AsyncIterable<RawPair[]> {
+    throw new NotSupportedError(this.backend, 'watchTree');
+  }
+
+  /** Acquires `key` (waiting if `request.wait`), or resolves `null` for a `tryLock` that found it held. */
+  protected _acquireLock(_key: string, _request: AcquireRequest): Promise<AcquiredLock | null> {
+    throw new NotSupportedError(this.backend, 'locks');
+  }
+
+  /** Turns a driver error into a `KVError`. Backends override it to map their error codes. */
+  protected _mapError(error: unknown, operation: string): KVError {
+    if (KVError.isInstance(error)) return error;
+    const message = error instanceof Error ? error.message : String(error);
+    return new UnavailableError(`${this.backend}: ${operation} failed: ${message}`, { cause: error });
+  }
+
+  // ---- the Store ----
+
+  get(key: string, options?: ReadOptions): Promise<KVPair> {
+    return this.run('get', options, async (signal) => {
+      const full = this.fullKey(key);
+      const pair = await this._get(full, this.readOptions(options, signal));
+      if (!pair) throw new KeyNotFoundError(stripPrefix(this.prefix, full));
+      return this.toPair(pair);
+    });
+  }
+
+  put(key: string, value: Value, options?: WriteOptions): Promise<void> {
+    return this.run('put', options, async (signal) => {
+      const full = this.fullKey(key);
+      const bytes = this.checkValue(value);
+      await this._put(full, bytes, this.writeOptions(options, signal));
+    });
+  }
+
+  delete(key: string, options?: CallOptions): Promise<void> {
+    return this.run('delete', options, (signal) => this._delete(this.fullKey(key), signal));
+  }
+
+  exists(key: string, options?: ReadOptions): Promise<boolean> {
+    return this.run('exists', options, (signal) =>
+      this._exists(this.fullKey(key), this.readOptions(options, signal)),
+    );
+  }
+
+  list(directory: string, options?: ReadOptions): Promise<KVPair[]> {
+    return this.run('list', options, async (signal) => {
+      const dir = this.fullDir(directory);
+      return this.toListing(dir, await this._list(dir, this.readOptions(options, signal)));
+    });
+  }
+
+  deleteTree(directory: string, options?: CallOptions): Promise<void> {
+    return this.run('deleteTree', options, async (signal) => {
+      const dir = normalizeKey(directory, true);
+      if (dir === '') {
+        throw new InvalidKeyError(
+          directory,
+          'deleteTree of the whole store is refused; delete its directories one by one',
+        );
+      }
+      await this._deleteTree(joinKey(this.prefix, dir), signal);
+    });
+  }
+
+  atomicPut(key: string, value: Value, previous: KVPair | null, options?: WriteOptions): Promise<KVPair> {
+    return this.run('atomicPut', options, async (signal) => {
+      const full = this.fullKey(key);
+      const bytes = this.checkValue(value);
+      const index = previous === null ? null : this.checkPrevious(full, previous);
+      return this.toPair(await this._atomicPut(full, bytes, index, this.writeOptions(options, signal)));
+    });
+  }
+
+  atomicDelete(key: string, previous: KVPair, options?: CallOptions): Promise<void> {
+    return this.run('atomicDelete', options, async (signal) => {
+      const full = this.fullKey(key);
+      if (previous === null || previous === undefined) {
+        throw new InvalidArgumentError('atomicDelete needs the previous pair (from get or atomicPut)');
+      }
+      await this._atomicDelete(full, this.checkPrevious(full, previous), signal);
+    });
+  }
+
+  watch(key: string, options?: CallOptions): AsyncIterable<KVPair | null> {
+    return {
+      [Symbol.asyncIterator]: () => {
+        let last: RawPair | null | undefined;
+        return this.pump<RawPair | null, KVPair | null>(
+          'watch',
+          options,
+          (signal) => {
+            if (!this.capabilities.watch) throw new NotSupportedError(this.backend, 'watch');
+            return this._watch(this.fullKey(key), signal);
+          },
+          (state, channel) => {
+            const repeat =
+              last !== undefined &&
+              (state === null ? last === null : last !== null && last.lastIndex === state.lastIndex);
+            if (repeat) return;
+            last = state;
+            channel.push(state === null ? null : this.toPair(state));
+          },
+        );
+      },
+    };
+  }
+
+  watchTree(directory: string, options?: CallOptions): AsyncIterable<TreeEvent> {
+    const self = this;
+    return {
+      async *[Symbol.asyncIterator]() {
+        let dir = '';
+        // Listings are merged while the consumer is busy; changes are computed against what it last saw.
+        const listings = self.pump<RawPair[], KVPair[]>(
+          'watchTree',
+          options,
+          (signal) => {
+            if (!self.capabilities.watchTree) throw new NotSupportedError(self.backend, 'watchTree');
+            dir = self.fullDir(directory);
+            return self._watchTree(dir, signal);
+          },
+          (listing, channel) => channel.replace(self.toListing(dir, listing)),
+        );
+        let previous: KVPair[] | undefined;
+        try {
+          for await (const pairs of listings) {
+            const changes = diffListings(previous ?? [], pairs);
+            if (previous !== undefined && changes.length === 0) continue;
+            previous = pairs;
+            yield { pairs, changes };
+          }
+        } finally {
+          await listings.return?.();
+        }
+      },
+    };
+  }
+
+  newLock(key: string, options: LockOptions = {}): Lock {
+    const full = this.fullKey(key);
+    const unknown = Object.keys(options).filter((name) => name !== 'value' && name !== 'ttl');
+    if (unknown.length > 0) throw new InvalidArgumentError(`unknown lock option(s): ${unknown.join(', ')}`);
+    const value = options.value === undefined ? new Uint8Array(0) : this.checkValue(options.value);
+    const ttl = options.ttl ?? Math.max(DEFAULT_LOCK_TTL, this.capabilities.minTtl);
+    this.checkTtl(ttl, 'lock ttl');
+    return new StoreLock(this.lockHost, stripPrefix(this.prefix, full), full, value, ttl);
+  }
+
+  close(): Promise<void> {
+    if (!this.closePromise) {
+      this.closeController.abort(new ClosedError());
+      this.closePromise = (async () => {
+        const releases = [...this.locks].map((lock) => lock.unlock().catch(() => {}));
+        await Promise.all(releases);
+        await this._close();
+      })();
+    }
+    return this.closePromise;
+  }
+
+  [Symbol.asyncDispose](): Promise<void> {
+    return this.close();
+  }
+
+  // ---- helpers for backends ----
+
+  /** Throws `ClosedError` once `close()` was called. */
+  protected assertOpen(): void {
+    if (this.closed) throw new ClosedError();
+  }
+
+  /** Runs a backend's own extra call (a toolkit call) with the same bounds and error mapping as the Store calls. */
+  protected run<T>(
+    operation: string,
+    options: CallOptions | undefined,
+    fn: (signal: AbortSignal) => Promise<T>,
+  ): Promise<T> {
+    return runBounded(
+      { user: options?.signal, closing: this.closing, timeout: this.requestTimeout, operation },
+      async (signal) => {
+        this.assertOpen();
+        return fn(signal);
+      },
+      (error) => this._mapError(error, operation),
+    );
+  }
+
+  /** A user key made into a full storage key. */
+  protected fullKey(key: string): string {
+    return joinKey(this.prefix, normalizeKey(key));
+  }
+
+  /** A user directory ('' and '/' allowed) made into a full storage key. */
+  protected fullDir(directory: string): string {
+    return joinKey(this.prefix, normalizeKey(directory, true));
+  }
+
+  protected toPair(raw: RawPair): KVPair {
+    return { key: stripPrefix(this.prefix, raw.key), value: raw.value, lastIndex: raw.lastIndex };
+  }
+
+  /** Filters helper keys and anything not strictly below `dir`, strips the prefix, sorts. */
+  protected toListing(dir: string, raw: readonly RawPair[]): KVPair[] {
+    const pairs: KVPair[] = [];
+    for (const pair of raw) {
+      if (isBelow(dir, pair.key) && !isHelperKey(pair.key)) pairs.push(this.toPair(pair));
+    }
+    return pairs.sort((a, b) => compareKeys(a.key, b.key));
+  }
+
+  private readOptions(options: ReadOptions | undefined, signal: AbortSignal): PrimitiveReadOptions {
+    return { signal, consistent: options?.consistent === true };
+  }
+
+  private writeOptions(options: WriteOptions | undefined, signal: AbortSignal): PrimitiveWriteOptions {
+    let ttl = options?.ttl;
+    const keepAlive = options?.keepAlive === true;
+    if (ttl !== undefined || keepAlive) {
+      if (!this.capabilities.ttl) throw new NotSupportedError(this.backend, 'ttl');
+      if (keepAlive && !this.capabilities.keepAlive) throw new NotSupportedError(this.backend, 'keepAlive');
+      if (ttl === undefined) ttl = Math.max(DEFAULT_KEEPALIVE_TTL, this.capabilities.minTtl);
+      this.checkTtl(ttl, 'ttl');
+    }
+    return { signal, ttl, keepAlive };
+  }
+
+  private checkTtl(ttl: number, what: string): void {
+    if (typeof ttl !== 'number' || !Number.isSafeInteger(ttl) || ttl <= 0) {
+      throw new InvalidArgumentError(`${what} must be a positive integer number of ms, got ${String(ttl)}`);
+    }
+    if (ttl < this.capabilities.minTtl) {
+      const setting = this.minTtlSetting ? ` (the server setting ${this.minTtlSetting} governs it)` : '';
+      throw new InvalidArgumentError(
+        `${what} ${ttl} ms is under the ${this.backend} backend's minimum of ${this.capabilities.minTtl} ms${setting}`,
+      );
+    }
+  }
+
+  private checkValue(value: Value): Uint8Array {
+    let bytes: Uint8Array;
+    try {
+      bytes = toBytes(value);
+    } catch (error) {
+      throw new InvalidArgumentError((error as Error).message);
+    }
+    if (bytes.byteLength > this.capabilities.maxValueSize) {
+      throw new ValueTooLargeError(bytes.byteLength, this.capabilities.maxValueSize);
+    }
+    return bytes;
+  }
+
+  private checkPrevious(full: string, previous: KVPair): number {
+    if (typeof previous !== 'object' || previous === null || !Number.isSafeInteger(previous.lastIndex)) {
+      throw new InvalidArgumentError('previous must be a KVPair from get, list or atomicPut');
+    }
+    const key = stripPrefix(this.prefix, full);
+    if (typeof previous.key === 'string' && normalizeKey(previous.key, true) !== key) {
+      throw new InvalidArgumentError(
+        `previous is the pair of ${JSON.stringify(previous.key)}, not of ${JSON.stringify(key)}`,
+      );
+    }
+    return previous.lastIndex;
+  }
+
+  /**
+   * Runs a backend source into a channel the consumer pulls from. The source
+   * stops when the consumer stops, the caller aborts or the store closes; the
+   * latter two end iteration normally, any other failure is thrown from the
+   * iterator as a `KVError`.
+   */
+  private pump<R, T>(
+    operation: string,
+    options: CallOptions | undefined,
+    open: (signal: AbortSignal) => AsyncIterable<R>,
+    deliver: (item: R, channel: Channel<T>) => void,
+  ): Channel<T> {
+    const controller = new AbortController();
+    const channel = new Channel<T>({ onReturn: () => controller.abort() });
+    if (this.closed) {
+      channel.fail(new ClosedError());
+      return channel;
+    }
+    const user = options?.signal;
+    if (user?.aborted) {
+      channel.fail(abortError(user));
+      return channel;
+    }
+    const stop = () => controller.abort();
+    user?.addEventListener('abort', stop, { once: true });
+    this.closing.addEventListener('abort', stop, { once: true });
+    const cleanup = () => {
+      user?.removeEventListener('abort', stop);
+      this.closing.removeEventListener('abort', stop);
+    };
+    void (async () => {
+      try {
+        for await (const item of open(controller.signal)) {
+          if (controller.signal.aborted) break;
+          deliver(item, channel);
+        }
+        channel.end();
+      } catch (error) {
+        if (controller.signal.aborted) channel.end();
+        else channel.fail(KVError.isInstance(error) ? error : this._mapError(error, operation));
+      } finally {
+        cleanup();
+      }
+    })();
+    return channel;
+  }
+
+  private readonly lockHost: LockHost = {
+    requestTimeout: 0,
+    acquire: (key, request) => {
+      if (!this.capabilities.lock) throw new NotSupportedError(this.backend, 'locks');
+      return this._acquireLock(key, request);
+    },
+    assertOpen: () => this.assertOpen(),
+    closing: this.closeController.signal,
+    track: (lock) => this.locks.add(lock),
+    untrack: (lock) => this.locks.delete(lock),
+    mapError: (error, operation) => this._mapError(error, operation),
+  };
+}
+
+/** The changes between two sorted listings: new or rewritten keys as puts, vanished keys as deletes, sorted by key. */
+export function diffListings(before: readonly KVPair[], after: readonly KVPair[]): TreeChange[] {
+  const changes: TreeChange[] = [];
+  let i = 0;
+  let j = 0;
+  while (i < before.length || j < after.length) {
+    const a = before[i];
+    const b = after[j];
+    if (b === undefined || (a !== undefined && compareKeys(a.key, b.key) < 0)) {
+      changes.push({ type: 'delete', key: (a as KVPair).key });
+      i++;
+    } else if (a === undefined || compareKeys(a.key, b.key) > 0) {
+      changes.push({ type: 'put', pair: b });
+      j++;
+    } else {
+      if (a.lastIndex !== b.lastIndex) changes.push({ type: 'put', pair: b });
+      i++;
+      j++;
+    }
+  }
+  return changes;
+}

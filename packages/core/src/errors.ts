@@ -1,0 +1,198 @@
+/**
+ * Every error a store throws is a `KVError` with a stable `code`. The driver's
+ * error, when there is one, is the `cause`.
+ *
+ * `instanceof` breaks when two copies of `@kv/core` end up in one process, so
+ * each class also carries a `Symbol.for` marker and a static `isInstance`.
+ */
+
+export type KVErrorCode =
+  | 'KEY_NOT_FOUND'
+  | 'KEY_EXISTS'
+  | 'KEY_MODIFIED'
+  | 'INVALID_KEY'
+  | 'INVALID_ARGUMENT'
+  | 'VALUE_TOO_LARGE'
+  | 'NOT_SUPPORTED'
+  | 'UNAVAILABLE'
+  | 'UNAUTHENTICATED'
+  | 'PERMISSION_DENIED'
+  | 'LOCK_LOST'
+  | 'CLOSED'
+  | 'UNKNOWN_BACKEND';
+
+const MARKER = Symbol.for('@kv/core.KVError');
+
+export interface KVErrorOptions {
+  cause?: unknown;
+}
+
+export class KVError extends Error {
+  readonly code: KVErrorCode;
+  declare readonly [MARKER]: KVErrorCode;
+
+  constructor(code: KVErrorCode, message: string, options?: KVErrorOptions) {
+    super(message, options?.cause === undefined ? undefined : { cause: options.cause });
+    this.code = code;
+    Object.defineProperty(this, MARKER, { value: code, enumerable: false });
+  }
+
+  override get name(): string {
+    return this.constructor.name;
+  }
+
+  /** True for any `KVError`, including one thrown by another copy of `@kv/core`. */
+  static isInstance(error: unknown): error is KVError {
+    return typeof error === 'object' && error !== null && MARKER in error;
+  }
+}
+
+/** Each subclass recognises its own code across package copies. */
+function codeCheck<T extends KVError>(code: KVErrorCode) {
+  return (error: unknown): error is T =>
+    KVError.isInstance(error) && (error as unknown as Record<symbol, unknown>)[MARKER] === code;
+}
+
+export class KeyNotFoundError extends KVError {
+  readonly key: string;
+  constructor(key: string, options?: KVErrorOptions) {
+    super('KEY_NOT_FOUND', `key not found: ${JSON.stringify(key)}`, options);
+    this.key = key;
+  }
+  static override isInstance = codeCheck<KeyNotFoundError>('KEY_NOT_FOUND');
+}
+
+export class KeyExistsError extends KVError {
+  readonly key: string;
+  constructor(key: string, options?: KVErrorOptions) {
+    super('KEY_EXISTS', `key already exists: ${JSON.stringify(key)}`, options);
+    this.key = key;
+  }
+  static override isInstance = codeCheck<KeyExistsError>('KEY_EXISTS');
+}
+
+export class KeyModifiedError extends KVError {
+  readonly key: string;
+  constructor(key: string, options?: KVErrorOptions) {
+    super('KEY_MODIFIED', `key was modified since the given lastIndex: ${JSON.stringify(key)}`, options);
+    this.key = key;
+  }
+  static override isInstance = codeCheck<KeyModifiedError>('KEY_MODIFIED');
+}
+
+export class InvalidKeyError extends KVError {
+  readonly key: string;
+  constructor(key: string, reason: string, options?: KVErrorOptions) {
+    super('INVALID_KEY', `invalid key ${JSON.stringify(key)}: ${reason}`, options);
+    this.key = key;
+  }
+  static override isInstance = codeCheck<InvalidKeyError>('INVALID_KEY');
+}
+
+export class InvalidArgumentError extends KVError {
+  constructor(message: string, options?: KVErrorOptions) {
+    super('INVALID_ARGUMENT', message, options);
+  }
+  static override isInstance = codeCheck<InvalidArgumentError>('INVALID_ARGUMENT');
+}
+
+export class ValueTooLargeError extends KVError {
+  readonly size: number;
+  readonly maxValueSize: number;
+  constructor(size: number, maxValueSize: number, options?: KVErrorOptions) {
+    super(
+      'VALUE_TOO_LARGE',
+      `value of ${size} bytes is over this backend's maxValueSize of ${maxValueSize}`,
+      options,
+    );
+    this.size = size;
+    this.maxValueSize = maxValueSize;
+  }
+  static override isInstance = codeCheck<ValueTooLargeError>('VALUE_TOO_LARGE');
+}
+
+export class NotSupportedError extends KVError {
+  /** The call or feature that is missing, e.g. `watchTree`. */
+  readonly feature: string;
+  readonly backend: string;
+  constructor(backend: string, feature: string, reason?: string, options?: KVErrorOptions) {
+    super(
+      'NOT_SUPPORTED',
+      `the ${backend} backend does not support ${feature}${reason ? `: ${reason}` : ''}`,
+      options,
+    );
+    this.feature = feature;
+    this.backend = backend;
+  }
+  static override isInstance = codeCheck<NotSupportedError>('NOT_SUPPORTED');
+}
+
+export class UnavailableError extends KVError {
+  constructor(message: string, options?: KVErrorOptions) {
+    super('UNAVAILABLE', message, options);
+  }
+  static override isInstance = codeCheck<UnavailableError>('UNAVAILABLE');
+}
+
+export class AuthenticationError extends KVError {
+  constructor(message: string, options?: KVErrorOptions) {
+    super('UNAUTHENTICATED', message, options);
+  }
+  static override isInstance = codeCheck<AuthenticationError>('UNAUTHENTICATED');
+}
+
+export class PermissionDeniedError extends KVError {
+  constructor(message: string, options?: KVErrorOptions) {
+    super('PERMISSION_DENIED', message, options);
+  }
+  static override isInstance = codeCheck<PermissionDeniedError>('PERMISSION_DENIED');
+}
+
+export class LockLostError extends KVError {
+  readonly key: string;
+  constructor(key: string, reason: string, options?: KVErrorOptions) {
+    super('LOCK_LOST', `lock ${JSON.stringify(key)} lost: ${reason}`, options);
+    this.key = key;
+  }
+  static override isInstance = codeCheck<LockLostError>('LOCK_LOST');
+}
+
+export class ClosedError extends KVError {
+  constructor(message = 'the store is closed', options?: KVErrorOptions) {
+    super('CLOSED', message, options);
+  }
+  static override isInstance = codeCheck<ClosedError>('CLOSED');
+}
+
+export class UnknownBackendError extends KVError {
+  readonly backend: string;
+  readonly packageName: string;
+  readonly registered: readonly string[];
+  constructor(backend: string, registered: readonly string[], options?: KVErrorOptions) {
+    const pkg = `@kv/backend-${backend}`;
+    const list = registered.length > 0 ? registered.join(', ') : 'none';
+    super(
+      'UNKNOWN_BACKEND',
+      `unknown backend "${backend}": install it with \`npm install ${pkg}\` (or import it before createStore). Registered backends: ${list}`,
+      options,
+    );
+    this.backend = backend;
+    this.packageName = pkg;
+    this.registered = registered;
+  }
+  static override isInstance = codeCheck<UnknownBackendError>('UNKNOWN_BACKEND');
+}
+
+/**
+ * The error an aborted call rejects with: named `AbortError`, with the
+ * signal's reason as `cause`, as Node's `timers/promises` does.
+ */
+export function abortError(signal: AbortSignal): Error {
+  const error = new Error('The operation was aborted', { cause: signal.reason });
+  error.name = 'AbortError';
+  return error;
+}
+
+export function isAbortError(error: unknown): boolean {
+  return error instanceof Error && error.name === 'AbortError';
+}

@@ -1,0 +1,65 @@
+export {
+  BaseStore,
+  type BaseStoreOptions,
+  DEFAULT_KEEPALIVE_TTL,
+  DEFAULT_LOCK_TTL,
+  DEFAULT_TIMEOUT,
+  diffListings,
+  isHelperKey,
+  type PrimitiveReadOptions,
+  type PrimitiveWriteOptions,
+  type RawPair,
+} from './base-store.js';
+export { backoff, delay } from './call.js';
+export { Channel } from './channel.js';
+export {
+  AuthenticationError,
+  abortError,
+  ClosedError,
+  InvalidArgumentError,
+  InvalidKeyError,
+  isAbortError,
+  KeyExistsError,
+  KeyModifiedError,
+  KeyNotFoundError,
+  KVError,
+  type KVErrorCode,
+  type KVErrorOptions,
+  LockLostError,
+  NotSupportedError,
+  PermissionDeniedError,
+  UnavailableError,
+  UnknownBackendError,
+} from './errors.js';
+export { compareKeys, isBelow, joinKey, normalizeKey, stripPrefix, toBytes } from './keys.js';
+export type { AcquiredLock, AcquireRequest } from './lock.js';
+export {
+  createStore,
+  loadBackend,
+  parseOptionValue,
+  parseStoreUrl,
+  registerBackend,
+  registeredBackends,
+  resolveConfig,
+} from './registry.js';
+export type {
+  BackendDefinition,
+  BackendOptions,
+  CallOptions,
+  Capabilities,
+  CommonConfig,
+  KVPair,
+  Lock,
+  LockCallOptions,
+  LockLease,
+  LockOptions,
+  ReadOptions,
+  ResolvedConfig,
+  Store,
+  StoreConfig,
+  TlsOptions,
+  TreeChange,
+  TreeEvent,
+  Value,
+  WriteOptions,
+} from './types.js';

@@ -1,0 +1,73 @@
+import { InvalidKeyError } from './errors.js';
+
+// C0 controls and DEL.
+// biome-ignore lint/suspicious/noControlCharactersInRegex: these are exactly the characters we reject
+const CONTROL = /[\u0000-\u001f\u007f]/;
+
+/**
+ * Normalises a key: leading and trailing `/` are dropped. Empty segments,
+ * `.`/`..` segments, control characters and lone surrogates are rejected.
+ * With `allowEmpty`, the empty key (a directory meaning "everything") is allowed.
+ */
+export function normalizeKey(key: string, allowEmpty = false): string {
+  if (typeof key !== 'string') {
+    throw new InvalidKeyError(String(key), `a key must be a string, got ${typeof key}`);
+  }
+  let start = 0;
+  let end = key.length;
+  while (start < end && key.charCodeAt(start) === 47) start++;
+  while (end > start && key.charCodeAt(end - 1) === 47) end--;
+  const normalised = key.slice(start, end);
+  if (normalised === '') {
+    if (allowEmpty) return '';
+    throw new InvalidKeyError(key, 'the key is empty');
+  }
+  if (CONTROL.test(normalised)) {
+    throw new InvalidKeyError(key, 'control characters (U+0000-U+001F, U+007F) are not allowed');
+  }
+  if (!normalised.isWellFormed()) {
+    throw new InvalidKeyError(key, 'the key holds a lone UTF-16 surrogate');
+  }
+  for (const segment of normalised.split('/')) {
+    if (segment === '') throw new InvalidKeyError(key, 'empty path segment (`//`)');
+    if (segment === '.' || segment === '..')
+      throw new InvalidKeyError(key, `\`${segment}\` segments are not allowed`);
+  }
+  return normalised;
+}
+
+/** Joins a normalised prefix and a normalised key ('' means none). */
+export function joinKey(prefix: string, key: string): string {
+  if (prefix === '') return key;
+  if (key === '') return prefix;
+  return `${prefix}/${key}`;
+}
+
+/** Strips a normalised prefix from a full key. The key must be inside the prefix. */
+export function stripPrefix(prefix: string, fullKey: string): string {
+  if (prefix === '') return fullKey;
+  if (fullKey === prefix) return '';
+  return fullKey.slice(prefix.length + 1);
+}
+
+/** True when `key` is strictly below directory `dir` ('' is the root). `a` never contains `ab/x`. */
+export function isBelow(dir: string, key: string): boolean {
+  if (dir === '') return key !== '';
+  return key.length > dir.length + 1 && key.charCodeAt(dir.length) === 47 && key.startsWith(dir);
+}
+
+/** Compares keys the way listings are sorted: by UTF-16 code units, like `Array.prototype.sort`. */
+export function compareKeys(a: string, b: string): number {
+  return a < b ? -1 : a > b ? 1 : 0;
+}
+
+const encoder = new TextEncoder();
+
+/** Turns a `Value` into bytes (strings as UTF-8). */
+export function toBytes(value: unknown): Uint8Array {
+  if (typeof value === 'string') return encoder.encode(value);
+  if (value instanceof Uint8Array) return value;
+  throw new TypeError(
+    `a value must be a string or a Uint8Array, got ${value === null ? 'null' : typeof value}`,
+  );
+}

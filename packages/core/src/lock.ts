@@ -1,0 +1,263 @@
+import { abortError, InvalidArgumentError, KVError, LockLostError } from './errors.js';
+import type { Lock, LockCallOptions, LockLease } from './types.js';
+
+/** What a backend hands back once it holds a lock. */
+export interface AcquiredLock {
+  /** Strictly greater than every token handed out before for this key. */
+  readonly fencingToken: number;
+  /**
+   * Extends the hold by the lock's ttl. Rejects with `LockLostError` when the
+   * server says this holder no longer holds it; any other rejection counts
+   * as "could not reach the server" and is retried until the loss deadline.
+   */
+  renew(signal: AbortSignal): Promise<void>;
+  /** Frees the lock at once, if this holder still holds it. */
+  release(signal: AbortSignal): Promise<void>;
+}
+
+export interface AcquireRequest {
+  readonly value: Uint8Array;
+  /** ms */
+  readonly ttl: number;
+  /** false: `tryLock`, resolve `null` at once if held by another. */
+  readonly wait: boolean;
+  readonly signal: AbortSignal;
+  /** The backend calls this when it learns by itself that the lock is gone (session expired, key deleted). */
+  readonly onLost: (reason: string, cause?: unknown) => void;
+}
+
+export interface LockHost {
+  readonly requestTimeout: number;
+  acquire(key: string, request: AcquireRequest): Promise<AcquiredLock | null>;
+  /** Throws `ClosedError` when the store is closed. */
+  assertOpen(): void;
+  readonly closing: AbortSignal;
+  track(lock: StoreLock): void;
+  untrack(lock: StoreLock): void;
+  mapError(error: unknown, operation: string): KVError;
+}
+
+/**
+ * The `Lock` every backend returns. It owns the parts that are the same
+ * everywhere: one hold at a time per object, background renewal every
+ * ttl/3, and the loss deadline. When renewal cannot reach the server, `lost`
+ * aborts at 3/4 of the ttl after the last renewal that was sent and
+ * confirmed, so it always fires before the server can free the lock.
+ */
+export class StoreLock implements Lock {
+  readonly key: string;
+  private readonly fullKey: string;
+  private readonly value: Uint8Array;
+  private readonly ttl: number;
+  private readonly host: LockHost;
+  private held: Hold | undefined;
+  private busy = false;
+
+  constructor(host: LockHost, key: string, fullKey: string, value: Uint8Array, ttl: number) {
+    this.host = host;
+    this.key = key;
+    this.fullKey = fullKey;
+    this.value = value;
+    this.ttl = ttl;
+  }
+
+  lock(options?: LockCallOptions): Promise<LockLease> {
+    return this.take(true, options) as Promise<LockLease>;
+  }
+
+  tryLock(options?: LockCallOptions): Promise<LockLease | null> {
+    return this.take(false, options);
+  }
+
+  private async take(wait: boolean, options?: LockCallOptions): Promise<LockLease | null> {
+    this.host.assertOpen();
+    const user = options?.signal;
+    if (user?.aborted) throw abortError(user);
+    if (this.held || this.busy) {
+      throw new InvalidArgumentError(
+        `lock ${JSON.stringify(this.key)} is already held or being acquired by this Lock object; unlock() it first or use another newLock()`,
+      );
+    }
+    this.busy = true;
+    const controller = new AbortController();
+    const onUser = () => controller.abort(user?.reason);
+    const onClose = () => controller.abort(this.host.closing.reason);
+    user?.addEventListener('abort', onUser, { once: true });
+    this.host.closing.addEventListener('abort', onClose, { once: true });
+    // tryLock is one round trip and gets the request timeout; lock() waits as long as it takes.
+    const timer = wait ? undefined : setTimeout(() => controller.abort(), this.host.requestTimeout);
+    timer?.unref?.();
+    let lostEarly: { reason: string; cause?: unknown } | undefined;
+    let hold: Hold | undefined;
+    try {
+      const acquired = await this.host.acquire(this.fullKey, {
+        value: this.value,
+        ttl: this.ttl,
+        wait,
+        signal: controller.signal,
+        onLost: (reason, cause) => {
+          if (hold) hold.lose(reason, cause);
+          else lostEarly = { reason, cause };
+        },
+      });
+      if (!acquired) return null;
+      hold = new Hold(this, acquired, this.ttl, this.host);
+      this.held = hold;
+      this.host.track(this);
+      hold.start();
+      if (lostEarly) hold.lose(lostEarly.reason, lostEarly.cause);
+      return hold.lease;
+    } catch (error) {
+      if (user?.aborted) throw abortError(user);
+      this.host.assertOpen();
+      if (controller.signal.aborted && !wait) {
+        throw this.host.mapError(
+          new Error(`tryLock timed out after ${this.host.requestTimeout} ms`),
+          'tryLock',
+        );
+      }
+      throw KVError.isInstance(error) ? error : this.host.mapError(error, wait ? 'lock' : 'tryLock');
+    } finally {
+      this.busy = false;
+      if (timer) clearTimeout(timer);
+      user?.removeEventListener('abort', onUser);
+      this.host.closing.removeEventListener('abort', onClose);
+    }
+  }
+
+  async unlock(): Promise<void> {
+    const hold = this.held;
+    if (!hold) return;
+    this.held = undefined;
+    this.host.untrack(this);
+    await hold.release();
+  }
+
+  /** Called by a Hold that was lost, so the object can lock again. */
+  forget(hold: Hold): void {
+    if (this.held === hold) {
+      this.held = undefined;
+      this.host.untrack(this);
+    }
+  }
+
+  async [Symbol.asyncDispose](): Promise<void> {
+    await this.unlock();
+  }
+}
+
+class Hold {
+  readonly lease: LockLease;
+  private readonly controller = new AbortController();
+  private readonly owner: StoreLock;
+  private readonly acquired: AcquiredLock;
+  private readonly ttl: number;
+  private readonly host: LockHost;
+  private renewTimer: NodeJS.Timeout | undefined;
+  private deadlineTimer: NodeJS.Timeout | undefined;
+  private renewing: AbortController | undefined;
+
+  constructor(owner: StoreLock, acquired: AcquiredLock, ttl: number, host: LockHost) {
+    this.owner = owner;
+    this.acquired = acquired;
+    this.ttl = ttl;
+    this.host = host;
+    this.lease = Object.freeze({ lost: this.controller.signal, fencingToken: acquired.fencingToken });
+  }
+
+  start(): void {
+    // The acquisition itself counts as a confirmed renewal, sent just now at the latest.
+    this.armDeadline(Date.now());
+    this.scheduleRenew();
+  }
+
+  private armDeadline(confirmedSentAt: number): void {
+    if (this.deadlineTimer) clearTimeout(this.deadlineTimer);
+    const deadline = confirmedSentAt + Math.floor((this.ttl * 3) / 4);
+    this.deadlineTimer = setTimeout(
+      () =>
+        this.lose(`could not renew it for ${Math.floor((this.ttl * 3) / 4)} ms of its ${this.ttl} ms ttl`),
+      Math.max(0, deadline - Date.now()),
+    );
+    this.deadlineTimer.unref?.();
+  }
+
+  private scheduleRenew(delayMs = Math.max(1, Math.floor(this.ttl / 3))): void {
+    if (this.controller.signal.aborted) return;
+    this.renewTimer = setTimeout(() => void this.renew(), delayMs);
+    this.renewTimer.unref?.();
+  }
+
+  private async renew(): Promise<void> {
+    if (this.controller.signal.aborted) return;
+    const sentAt = Date.now();
+    const attempt = new AbortController();
+    this.renewing = attempt;
+    const timer = setTimeout(
+      () => attempt.abort(),
+      Math.max(1, Math.min(this.host.requestTimeout, this.ttl / 3)),
+    );
+    timer.unref?.();
+    try {
+      await this.acquired.renew(attempt.signal);
+      if (this.controller.signal.aborted) return;
+      this.armDeadline(sentAt);
+      this.scheduleRenew();
+    } catch (error) {
+      if (this.controller.signal.aborted) return;
+      if (LockLostError.isInstance(error)) {
+        this.lose(error.message, error);
+        return;
+      }
+      // Unreachable for now: retry soon; the deadline decides when it is lost.
+      this.scheduleRenew(Math.max(1, Math.min(250, Math.floor(this.ttl / 10))));
+    } finally {
+      clearTimeout(timer);
+      if (this.renewing === attempt) this.renewing = undefined;
+    }
+  }
+
+  private stopTimers(): void {
+    if (this.renewTimer) clearTimeout(this.renewTimer);
+    if (this.deadlineTimer) clearTimeout(this.deadlineTimer);
+    this.renewing?.abort();
+  }
+
+  lose(reason: string, cause?: unknown): void {
+    if (this.controller.signal.aborted) return;
+    this.stopTimers();
+    const key = this.owner.key;
+    this.controller.abort(new LockLostError(key, reason, cause === undefined ? undefined : { cause }));
+    this.owner.forget(this);
+    // Free it on the server too if we still can, so a waiter need not wait for the ttl.
+    void this.releaseOnServer().catch(() => {});
+  }
+
+  async release(): Promise<void> {
+    if (this.controller.signal.aborted) return;
+    this.stopTimers();
+    const released = new Error(`lock ${JSON.stringify(this.owner.key)} was released`);
+    released.name = 'LockReleased';
+    this.controller.abort(released);
+    await this.releaseOnServer();
+  }
+
+  private async releaseOnServer(): Promise<void> {
+    const attempt = new AbortController();
+    const timer = setTimeout(() => attempt.abort(), this.host.requestTimeout);
+    timer.unref?.();
+    try {
+      await this.acquired.release(attempt.signal);
+    } catch (error) {
+      if (attempt.signal.aborted) {
+        throw this.host.mapError(
+          new Error(`unlock timed out after ${this.host.requestTimeout} ms`),
+          'unlock',
+        );
+      }
+      throw KVError.isInstance(error) ? error : this.host.mapError(error, 'unlock');
+    } finally {
+      clearTimeout(timer);
+    }
+  }
+}

@@ -1,0 +1,231 @@
+import { createRequire } from 'node:module';
+import { join } from 'node:path';
+import { pathToFileURL } from 'node:url';
+import { InvalidArgumentError, KVError, UnavailableError, UnknownBackendError } from './errors.js';
+import { normalizeKey } from './keys.js';
+import type { BackendDefinition, CommonConfig, ResolvedConfig, Store, StoreConfig } from './types.js';
+
+const REGISTRY = Symbol.for('@kv/core.registry');
+
+/** One registry per process, even with duplicated copies of @kv/core. */
+function registry(): Map<string, BackendDefinition> {
+  const holder = globalThis as { [REGISTRY]?: Map<string, BackendDefinition> };
+  holder[REGISTRY] ??= new Map();
+  return holder[REGISTRY];
+}
+
+const NAME = /^[a-z][a-z0-9+.-]*$/;
+
+/** Registers a backend under its name (the URL scheme). Registering a name twice throws. */
+export function registerBackend(definition: BackendDefinition): void {
+  if (!definition || typeof definition.name !== 'string' || !NAME.test(definition.name)) {
+    throw new InvalidArgumentError(
+      `a backend name must match ${NAME}, got ${JSON.stringify(definition?.name)}`,
+    );
+  }
+  if (typeof definition.create !== 'function') {
+    throw new InvalidArgumentError(`backend ${definition.name} has no create function`);
+  }
+  const backends = registry();
+  if (backends.has(definition.name)) {
+    throw new InvalidArgumentError(`a backend named "${definition.name}" is already registered`);
+  }
+  backends.set(definition.name, definition);
+}
+
+/** The names of the registered backends. */
+export function registeredBackends(): string[] {
+  return [...registry().keys()].sort();
+}
+
+/** The definition of a backend, loading its package if needed. */
+export async function loadBackend(name: string): Promise<BackendDefinition> {
+  const found = registry().get(name);
+  if (found) return found;
+  if (!NAME.test(name)) throw new UnknownBackendError(name, registeredBackends());
+  const pkg = `@kv/backend-${name}`;
+  try {
+    await importBackend(pkg);
+  } catch (error) {
+    const code = (error as { code?: string }).code;
+    const missing =
+      (code === 'ERR_MODULE_NOT_FOUND' || code === 'MODULE_NOT_FOUND') &&
+      String((error as Error).message).includes(pkg);
+    if (!missing) throw error;
+    throw new UnknownBackendError(name, registeredBackends(), { cause: error });
+  }
+  const loaded = registry().get(name);
+  if (!loaded) throw new UnknownBackendError(name, registeredBackends());
+  return loaded;
+}
+
+/**
+ * Imports a backend package: first as @kv/core itself resolves it (an
+ * optional peer), then from the application's directory, for strict
+ * layouts where @kv/core cannot see its siblings.
+ */
+async function importBackend(pkg: string): Promise<unknown> {
+  try {
+    return await import(pkg);
+  } catch (error) {
+    const code = (error as { code?: string }).code;
+    if (code !== 'ERR_MODULE_NOT_FOUND' && code !== 'MODULE_NOT_FOUND') throw error;
+    let resolved: string;
+    try {
+      resolved = createRequire(join(process.cwd(), 'index.js')).resolve(pkg);
+    } catch {
+      throw error;
+    }
+    return import(pathToFileURL(resolved).href);
+  }
+}
+
+const COMMON: ReadonlySet<string> = new Set<keyof CommonConfig | 'backend'>([
+  'backend',
+  'endpoints',
+  'prefix',
+  'username',
+  'password',
+  'token',
+  'tls',
+  'connectTimeout',
+  'requestTimeout',
+]);
+
+const DEFAULT_TIMEOUT = 5_000;
+
+/**
+ * Parses a store URL the generic way: the scheme names the backend, hosts
+ * are a comma list, the path is the prefix, query parameters are options
+ * (numbers and booleans are converted), credentials may be in the URL.
+ */
+export function parseStoreUrl(url: string): StoreConfig {
+  const match = /^([a-z][a-z0-9+.-]*):\/\/(?:([^@/?#]*)@)?([^/?#]*)([^?#]*)(?:\?([^#]*))?$/i.exec(url);
+  if (!match) {
+    throw new InvalidArgumentError(
+      `not a store URL: ${JSON.stringify(url)} (expected scheme://host:port[,host:port]/prefix?option=value)`,
+    );
+  }
+  const [, scheme, userinfo, hosts, path, query] = match;
+  const config: Record<string, unknown> = { backend: (scheme as string).toLowerCase() };
+  if (userinfo) {
+    const colon = userinfo.indexOf(':');
+    config.username = decodeURIComponent(colon < 0 ? userinfo : userinfo.slice(0, colon));
+    if (colon >= 0) config.password = decodeURIComponent(userinfo.slice(colon + 1));
+  }
+  if (hosts) config.endpoints = hosts.split(',').filter((h) => h !== '');
+  if (path && path !== '/') config.prefix = decodeURIComponent(path);
+  for (const [name, value] of new URLSearchParams(query ?? '')) {
+    config[name] = parseOptionValue(value);
+  }
+  return config as StoreConfig;
+}
+
+/** Query-string values: integers become numbers, `true`/`false` booleans, the rest stays a string. */
+export function parseOptionValue(value: string): unknown {
+  if (/^-?\d+$/.test(value)) return Number(value);
+  if (value === 'true') return true;
+  if (value === 'false') return false;
+  return value;
+}
+
+function schemeOf(url: string): string {
+  const match = /^([a-z][a-z0-9+.-]*):/i.exec(url);
+  if (!match) throw new InvalidArgumentError(`not a store URL: ${JSON.stringify(url)}`);
+  return (match[1] as string).toLowerCase();
+}
+
+function positiveMs(config: Record<string, unknown>, name: string): number {
+  const value = config[name];
+  if (value === undefined) return DEFAULT_TIMEOUT;
+  if (typeof value !== 'number' || !Number.isSafeInteger(value) || value <= 0) {
+    throw new InvalidArgumentError(
+      `${name} must be a positive integer number of ms, got ${JSON.stringify(value)}`,
+    );
+  }
+  return value;
+}
+
+/** Validates a config against the common options and the backend's own, and applies defaults. */
+export function resolveConfig(definition: BackendDefinition, config: StoreConfig): ResolvedConfig {
+  const own = new Set(definition.options ?? []);
+  const unknown = Object.keys(config).filter((name) => !COMMON.has(name) && !own.has(name));
+  if (unknown.length > 0) {
+    const accepted = [...COMMON].filter((n) => n !== 'backend').concat([...own]);
+    throw new InvalidArgumentError(
+      `unknown option(s) for the ${definition.name} backend: ${unknown.join(', ')} (accepted: ${accepted.join(', ')})`,
+    );
+  }
+  const raw = config as Record<string, unknown>;
+  const endpoints = raw.endpoints;
+  if (
+    endpoints !== undefined &&
+    (!Array.isArray(endpoints) || endpoints.some((e) => typeof e !== 'string' || e === ''))
+  ) {
+    throw new InvalidArgumentError('endpoints must be an array of non-empty strings');
+  }
+  for (const name of ['username', 'password', 'token'] as const) {
+    if (raw[name] !== undefined && typeof raw[name] !== 'string')
+      throw new InvalidArgumentError(`${name} must be a string`);
+  }
+  const prefix = raw.prefix === undefined ? '' : raw.prefix;
+  if (typeof prefix !== 'string') throw new InvalidArgumentError('prefix must be a string');
+  return {
+    ...raw,
+    backend: definition.name,
+    prefix: normalizeKey(prefix, true),
+    connectTimeout: positiveMs(raw, 'connectTimeout'),
+    requestTimeout: positiveMs(raw, 'requestTimeout'),
+  } as ResolvedConfig;
+}
+
+/**
+ * Opens a store from a URL (`etcd://127.0.0.1:2379/myapp`, `sqlite:./kv.db`)
+ * or a config object. The backend package is imported on first use. Resolves
+ * after one round trip to the server; rejects with a `KVError` within
+ * `connectTimeout` otherwise.
+ */
+export async function createStore<B extends string>(config: string | StoreConfig<B>): Promise<Store> {
+  let parsed: StoreConfig;
+  let definition: BackendDefinition;
+  if (typeof config === 'string') {
+    definition = await loadBackend(schemeOf(config));
+    parsed = definition.parseUrl ? definition.parseUrl(config) : parseStoreUrl(config);
+  } else {
+    if (typeof config !== 'object' || config === null || typeof config.backend !== 'string') {
+      throw new InvalidArgumentError('createStore needs a URL or a config object with a `backend` name');
+    }
+    parsed = config as StoreConfig;
+    definition = await loadBackend(parsed.backend);
+  }
+  const resolved = resolveConfig(definition, parsed);
+  let timer: NodeJS.Timeout | undefined;
+  const deadline = new Promise<never>((_, reject) => {
+    timer = setTimeout(
+      () =>
+        reject(
+          new UnavailableError(
+            `could not open the ${definition.name} store within connectTimeout (${resolved.connectTimeout} ms)`,
+          ),
+        ),
+      resolved.connectTimeout + 250,
+    );
+    timer.unref?.();
+  });
+  const opening = definition.create(resolved);
+  try {
+    return await Promise.race([opening, deadline]);
+  } catch (error) {
+    // A store that opens after we gave up must not leak its sockets.
+    opening.then((store) => store.close()).catch(() => {});
+    if (KVError.isInstance(error)) throw error;
+    throw new UnavailableError(
+      `could not open the ${definition.name} store: ${(error as Error)?.message ?? String(error)}`,
+      {
+        cause: error,
+      },
+    );
+  } finally {
+    clearTimeout(timer);
+  }
+}
