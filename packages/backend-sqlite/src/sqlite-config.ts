@@ -1,0 +1,51 @@
+import { InvalidArgumentError, parseOptionValue, type StoreConfig } from '@kv/core';
+
+/** Options of the SQLite backend, beyond the common ones. */
+export interface SqliteOptions {
+  /** Database file, or `:memory:` for a private in-memory store. */
+  path?: string;
+  /** ms: how often other processes' commits are looked for while a watch or lock wait is active. Default 25. */
+  pollInterval?: number;
+  /** ms: how long a write waits for another process's write lock. Default: the requestTimeout. */
+  busyTimeout?: number;
+  /** How many change-log entries to keep for watchers (older ones are trimmed; a watcher that lags further re-reads). Default 10 000. */
+  changeLogSize?: number;
+}
+
+declare module '@kv/core' {
+  interface BackendOptions {
+    sqlite: SqliteOptions;
+  }
+}
+
+export const SQLITE_OPTIONS = ['path', 'pollInterval', 'busyTimeout', 'changeLogSize'] as const;
+
+/**
+ * `sqlite:./data/kv.db?prefix=app`, `sqlite:/abs/kv.db`, `sqlite:///abs/kv.db`,
+ * `sqlite::memory:`. Query parameters are options.
+ */
+export function parseSqliteUrl(url: string): StoreConfig {
+  if (!/^sqlite:/i.test(url)) throw new InvalidArgumentError(`not a sqlite URL: ${JSON.stringify(url)}`);
+  let rest = url.slice('sqlite:'.length);
+  const q = rest.indexOf('?');
+  const query = q < 0 ? '' : rest.slice(q + 1);
+  rest = q < 0 ? rest : rest.slice(0, q);
+  if (rest.startsWith('//')) rest = rest.slice(2);
+  const path = decodeURIComponent(rest);
+  if (path === '') {
+    throw new InvalidArgumentError(
+      `a sqlite URL needs a file path or :memory:, e.g. sqlite:./kv.db (got ${JSON.stringify(url)})`,
+    );
+  }
+  const config: Record<string, unknown> = { backend: 'sqlite', path };
+  for (const [name, value] of new URLSearchParams(query)) config[name] = parseOptionValue(value);
+  return config as StoreConfig;
+}
+
+export function positiveInt(value: unknown, name: string, fallback: number): number {
+  if (value === undefined) return fallback;
+  if (typeof value !== 'number' || !Number.isSafeInteger(value) || value <= 0) {
+    throw new InvalidArgumentError(`${name} must be a positive integer, got ${JSON.stringify(value)}`);
+  }
+  return value;
+}

@@ -1,0 +1,588 @@
+import { randomUUID } from 'node:crypto';
+import { resolve } from 'node:path';
+import {
+  type AcquiredLock,
+  type AcquireRequest,
+  BaseStore,
+  type Capabilities,
+  InvalidArgumentError,
+  KeyExistsError,
+  KeyModifiedError,
+  KeyNotFoundError,
+  type KVError,
+  LockLostError,
+  PermissionDeniedError,
+  type PrimitiveReadOptions,
+  type PrimitiveWriteOptions,
+  type RawPair,
+  type ResolvedConfig,
+  UnavailableError,
+} from '@kv/core';
+import Database from 'better-sqlite3';
+import { positiveInt, type SqliteOptions } from './sqlite-config.js';
+import { Notifier } from './sqlite-notifier.js';
+
+export const SQLITE_CAPABILITIES: Capabilities = Object.freeze({
+  watch: true,
+  watchTree: true,
+  lock: true,
+  ttl: true,
+  keepAlive: true,
+  consistentRead: true,
+  minTtl: 50,
+  // Reads hide an expired key at once; watchers see its delete when the sweeper runs, within this.
+  ttlGranularity: 100,
+  maxValueSize: 16 * 1024 * 1024,
+  distributed: false,
+});
+
+const SCHEMA = `
+CREATE TABLE IF NOT EXISTS kv (
+  key        TEXT PRIMARY KEY,
+  value      BLOB NOT NULL,
+  version    INTEGER NOT NULL,
+  expires_at INTEGER,
+  owner      TEXT
+) WITHOUT ROWID;
+CREATE INDEX IF NOT EXISTS kv_expires ON kv (expires_at) WHERE expires_at IS NOT NULL;
+CREATE TABLE IF NOT EXISTS changes (
+  seq   INTEGER PRIMARY KEY AUTOINCREMENT,
+  key   TEXT NOT NULL,
+  value BLOB
+);
+CREATE TABLE IF NOT EXISTS locks (
+  key        TEXT PRIMARY KEY,
+  holder     TEXT NOT NULL,
+  expires_at INTEGER NOT NULL
+) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS fencing (
+  key   TEXT PRIMARY KEY,
+  token INTEGER NOT NULL
+) WITHOUT ROWID;
+`;
+
+interface Row {
+  key: string;
+  value: Buffer;
+  version: number;
+}
+
+interface ChangeRow {
+  seq: number;
+  key: string;
+  value: Buffer | null;
+}
+
+/** Process-wide: stores open on the same file wake each other at once after a commit. */
+const neighbours = new Map<string, Set<SqliteStore>>();
+
+/** Keys strictly below `dir`: `[dir/, dir0)`, since `0` follows `/`. '' is everything. */
+function rangeOf(dir: string): [string, string] {
+  return dir === '' ? ['', '\u{10ffff}'] : [`${dir}/`, `${dir}0`];
+}
+
+function toRaw(row: Row): RawPair {
+  return {
+    key: row.key,
+    value: new Uint8Array(row.value.buffer, row.value.byteOffset, row.value.byteLength),
+    lastIndex: row.version,
+  };
+}
+
+/**
+ * The SQLite store: the embedded default. Several processes can share one
+ * file (WAL, busy timeout); watches and locks work across them through a
+ * change log with sequence numbers, found by polling `PRAGMA data_version`.
+ */
+export class SqliteStore extends BaseStore {
+  /** The better-sqlite3 connection, for anything the Store does not cover. */
+  readonly db: Database.Database;
+  readonly path: string;
+  private readonly id = randomUUID();
+  private readonly notifier: Notifier;
+  private readonly pollInterval: number;
+  private readonly changeLogSize: number;
+  private readonly fileKey: string | undefined;
+  private readonly keepAlive = new Map<string, number>();
+  private keepAliveTimer: NodeJS.Timeout | undefined;
+  private pollTimer: NodeJS.Timeout | undefined;
+  private sweepTimer: NodeJS.Timeout | undefined;
+  private dataVersion = 0;
+  private writes = 0;
+  private logged = false;
+  private readonly stmt: ReturnType<SqliteStore['prepare']>;
+
+  static async open(config: ResolvedConfig & SqliteOptions): Promise<SqliteStore> {
+    return new SqliteStore(config);
+  }
+
+  private constructor(config: ResolvedConfig & SqliteOptions) {
+    super({
+      backend: 'sqlite',
+      capabilities: SQLITE_CAPABILITIES,
+      prefix: config.prefix,
+      requestTimeout: config.requestTimeout,
+    });
+    if (config.endpoints !== undefined) {
+      throw new InvalidArgumentError('the sqlite backend takes a `path`, not `endpoints`');
+    }
+    const path = config.path ?? ':memory:';
+    if (typeof path !== 'string' || path === '')
+      throw new InvalidArgumentError('path must be a file path or :memory:');
+    this.path = path;
+    this.pollInterval = positiveInt(config.pollInterval, 'pollInterval', 25);
+    this.changeLogSize = positiveInt(config.changeLogSize, 'changeLogSize', 10_000);
+    const busyTimeout = positiveInt(config.busyTimeout, 'busyTimeout', config.requestTimeout);
+    try {
+      this.db = new Database(path, { timeout: busyTimeout });
+      this.db.pragma('journal_mode = WAL');
+      this.db.pragma('synchronous = NORMAL');
+      this.db.exec(SCHEMA);
+    } catch (error) {
+      throw this.mapSqliteError(error, `open ${path}`);
+    }
+    this.stmt = this.prepare();
+    this.notifier = new Notifier((active) => this.setPolling(active));
+    if (path !== ':memory:' && !path.startsWith('file::memory:')) {
+      this.fileKey = resolve(path);
+      let set = neighbours.get(this.fileKey);
+      if (!set) neighbours.set(this.fileKey, (set = new Set()));
+      set.add(this);
+    }
+  }
+
+  private prepare() {
+    const db = this.db;
+    const live = '(expires_at IS NULL OR expires_at > @now)';
+    return {
+      get: db.prepare<{ key: string; now: number }, Row>(
+        `SELECT key, value, version FROM kv WHERE key = @key AND ${live}`,
+      ),
+      list: db.prepare<{ lo: string; hi: string; now: number }, Row>(
+        `SELECT key, value, version FROM kv WHERE key >= @lo AND key < @hi AND ${live}`,
+      ),
+      upsert: db.prepare<{
+        key: string;
+        value: Buffer;
+        version: number;
+        expires: number | null;
+        owner: string | null;
+      }>(
+        `INSERT INTO kv (key, value, version, expires_at, owner) VALUES (@key, @value, @version, @expires, @owner)
+         ON CONFLICT (key) DO UPDATE SET value = excluded.value, version = excluded.version,
+           expires_at = excluded.expires_at, owner = excluded.owner`,
+      ),
+      deleteKey: db.prepare<{ key: string }, { key: string }>(
+        'DELETE FROM kv WHERE key = @key RETURNING key',
+      ),
+      deleteRange: db.prepare<{ lo: string; hi: string }, { key: string }>(
+        'DELETE FROM kv WHERE key >= @lo AND key < @hi RETURNING key',
+      ),
+      purge: db.prepare<{ now: number }, { key: string }>(
+        'DELETE FROM kv WHERE expires_at IS NOT NULL AND expires_at <= @now RETURNING key',
+      ),
+      nextExpiry: db.prepare<[], { at: number | null }>(
+        'SELECT MIN(expires_at) AS at FROM kv WHERE expires_at IS NOT NULL',
+      ),
+      log: db.prepare<{ key: string; value: Buffer | null }>(
+        'INSERT INTO changes (key, value) VALUES (@key, @value)',
+      ),
+      maxSeq: db.prepare<[], { seq: number | null }>('SELECT MAX(seq) AS seq FROM changes'),
+      minSeq: db.prepare<[], { seq: number | null }>('SELECT MIN(seq) AS seq FROM changes'),
+      changesOfKey: db.prepare<{ after: number; key: string }, ChangeRow>(
+        'SELECT seq, key, value FROM changes WHERE seq > @after AND key = @key ORDER BY seq',
+      ),
+      changesInRange: db.prepare<{ after: number; lo: string; hi: string }, ChangeRow>(
+        'SELECT seq, key, value FROM changes WHERE seq > @after AND key >= @lo AND key < @hi ORDER BY seq',
+      ),
+      trim: db.prepare<{ below: number }>('DELETE FROM changes WHERE seq < @below'),
+      touch: db.prepare<{ key: string; owner: string; expires: number; now: number }>(
+        `UPDATE kv SET expires_at = @expires WHERE key = @key AND owner = @owner AND ${live}`,
+      ),
+      lockRow: db.prepare<{ key: string }, { holder: string; expires_at: number }>(
+        'SELECT holder, expires_at FROM locks WHERE key = @key',
+      ),
+      lockSet: db.prepare<{ key: string; holder: string; expires: number }>(
+        `INSERT INTO locks (key, holder, expires_at) VALUES (@key, @holder, @expires)
+         ON CONFLICT (key) DO UPDATE SET holder = excluded.holder, expires_at = excluded.expires_at`,
+      ),
+      lockRenew: db.prepare<{ key: string; holder: string; expires: number; now: number }>(
+        'UPDATE locks SET expires_at = @expires WHERE key = @key AND holder = @holder AND expires_at > @now',
+      ),
+      lockRenewKey: db.prepare<{ key: string; expires: number }>(
+        'UPDATE kv SET expires_at = @expires WHERE key = @key',
+      ),
+      lockRelease: db.prepare<{ key: string; holder: string }>(
+        'DELETE FROM locks WHERE key = @key AND holder = @holder',
+      ),
+      lockDrop: db.prepare<{ key: string }>('DELETE FROM locks WHERE key = @key'),
+      lockDropRange: db.prepare<{ lo: string; hi: string }>(
+        'DELETE FROM locks WHERE key >= @lo AND key < @hi',
+      ),
+      fence: db.prepare<{ key: string }, { token: number }>(
+        `INSERT INTO fencing (key, token) VALUES (@key, 1)
+         ON CONFLICT (key) DO UPDATE SET token = token + 1 RETURNING token`,
+      ),
+    };
+  }
+
+  // ---- writing ----
+
+  /**
+   * Runs `fn` in an IMMEDIATE transaction, after purging expired keys (so
+   * their deletes are logged before anything else happens to them), then
+   * wakes every watcher on this file.
+   */
+  private write<T>(fn: (now: number) => T): T {
+    this.logged = false;
+    const result = this.db
+      .transaction(() => {
+        const now = Date.now();
+        for (const { key } of this.stmt.purge.all({ now })) this.logChange(key, null);
+        return fn(now);
+      })
+      .immediate();
+    if (this.logged) this.afterCommit();
+    return result;
+  }
+
+  private logChange(key: string, value: Buffer | null): number {
+    const seq = Number(this.stmt.log.run({ key, value }).lastInsertRowid);
+    this.logged = true;
+    if (++this.writes % 500 === 0) this.stmt.trim.run({ below: seq - this.changeLogSize });
+    return seq;
+  }
+
+  private putRow(key: string, value: Uint8Array, expires: number | null, owner: string | null): Row {
+    const buffer = Buffer.from(value.buffer, value.byteOffset, value.byteLength);
+    const version = this.logChange(key, buffer);
+    this.stmt.upsert.run({ key, value: buffer, version, expires, owner });
+    return { key, value: buffer, version };
+  }
+
+  private deleteRow(key: string): boolean {
+    const gone = this.stmt.deleteKey.all({ key }).length > 0;
+    if (gone) this.logChange(key, null);
+    return gone;
+  }
+
+  private afterCommit(): void {
+    if (!this.fileKey) {
+      this.notifier.wake();
+      return;
+    }
+    for (const store of neighbours.get(this.fileKey) ?? []) store.notifier.wake();
+  }
+
+  private trackKeepAlive(key: string, ttl: number | undefined, keepAlive: boolean): void {
+    if (keepAlive && ttl !== undefined) this.keepAlive.set(key, ttl);
+    else this.keepAlive.delete(key);
+    this.scheduleKeepAlive();
+  }
+
+  private scheduleKeepAlive(): void {
+    if (this.keepAliveTimer || this.keepAlive.size === 0 || this.closed) return;
+    const shortest = Math.min(...this.keepAlive.values());
+    this.keepAliveTimer = setTimeout(
+      () => {
+        this.keepAliveTimer = undefined;
+        this.renewKeepAlive();
+        this.scheduleKeepAlive();
+      },
+      Math.max(10, Math.floor(shortest / 3)),
+    );
+    this.keepAliveTimer.unref();
+  }
+
+  private renewKeepAlive(): void {
+    if (this.closed) return;
+    try {
+      this.db
+        .transaction(() => {
+          const now = Date.now();
+          for (const [key, ttl] of this.keepAlive) {
+            const { changes } = this.stmt.touch.run({ key, owner: this.id, expires: now + ttl, now });
+            if (changes === 0) this.keepAlive.delete(key);
+          }
+        })
+        .immediate();
+    } catch {
+      // Busy: the next round tries again, well before the keys can expire.
+    }
+  }
+
+  // ---- primitives ----
+
+  protected async _get(key: string, _options: PrimitiveReadOptions): Promise<RawPair | null> {
+    const row = this.stmt.get.get({ key, now: Date.now() });
+    return row ? toRaw(row) : null;
+  }
+
+  protected async _put(key: string, value: Uint8Array, options: PrimitiveWriteOptions): Promise<void> {
+    this.write((now) => {
+      const expires = options.ttl === undefined ? null : now + options.ttl;
+      this.putRow(key, value, expires, options.keepAlive ? this.id : null);
+    });
+    this.trackKeepAlive(key, options.ttl, options.keepAlive);
+  }
+
+  protected async _delete(key: string, _signal: AbortSignal): Promise<void> {
+    this.write(() => {
+      this.deleteRow(key);
+      this.stmt.lockDrop.run({ key });
+    });
+    this.keepAlive.delete(key);
+  }
+
+  protected async _list(dir: string, _options: PrimitiveReadOptions): Promise<RawPair[]> {
+    const [lo, hi] = rangeOf(dir);
+    return this.stmt.list.all({ lo, hi, now: Date.now() }).map(toRaw);
+  }
+
+  protected async _deleteTree(dir: string, _signal: AbortSignal): Promise<void> {
+    const [lo, hi] = rangeOf(dir);
+    this.write(() => {
+      this.deleteRow(dir);
+      this.stmt.lockDrop.run({ key: dir });
+      for (const { key } of this.stmt.deleteRange.all({ lo, hi })) this.logChange(key, null);
+      this.stmt.lockDropRange.run({ lo, hi });
+    });
+    for (const key of this.keepAlive.keys())
+      if (key === dir || (key >= lo && key < hi)) this.keepAlive.delete(key);
+  }
+
+  protected async _atomicPut(
+    key: string,
+    value: Uint8Array,
+    previousIndex: number | null,
+    options: PrimitiveWriteOptions,
+  ): Promise<RawPair> {
+    const row = this.write((now) => {
+      const current = this.stmt.get.get({ key, now });
+      if (previousIndex === null) {
+        if (current) throw new KeyExistsError(this.userKey(key));
+      } else {
+        if (!current) throw new KeyNotFoundError(this.userKey(key));
+        if (current.version !== previousIndex) throw new KeyModifiedError(this.userKey(key));
+      }
+      const expires = options.ttl === undefined ? null : now + options.ttl;
+      return this.putRow(key, value, expires, options.keepAlive ? this.id : null);
+    });
+    this.trackKeepAlive(key, options.ttl, options.keepAlive);
+    return toRaw(row);
+  }
+
+  protected async _atomicDelete(key: string, previousIndex: number, _signal: AbortSignal): Promise<void> {
+    this.write((now) => {
+      const current = this.stmt.get.get({ key, now });
+      if (!current) throw new KeyNotFoundError(this.userKey(key));
+      if (current.version !== previousIndex) throw new KeyModifiedError(this.userKey(key));
+      this.deleteRow(key);
+      this.stmt.lockDrop.run({ key });
+    });
+    this.keepAlive.delete(key);
+  }
+
+  private userKey(full: string): string {
+    return this.prefix === '' ? full : full.slice(this.prefix.length + 1);
+  }
+
+  // ---- watches ----
+
+  protected override async *_watch(key: string, signal: AbortSignal): AsyncIterable<RawPair | null> {
+    const release = this.notifier.hold();
+    try {
+      let seen = this.notifier.generation;
+      let { state, seq } = this.readAt(() => this.stmt.get.get({ key, now: Date.now() }) ?? null);
+      yield state ? toRaw(state) : null;
+      while (!signal.aborted) {
+        await this.notifier.wait(seen, signal);
+        seen = this.notifier.generation;
+        const batch = this.readAt(() => {
+          const from = this.stmt.minSeq.get()?.seq ?? 0;
+          if (from > seq + 1)
+            return { resync: this.stmt.get.get({ key, now: Date.now() }) ?? null, changes: [] };
+          return { resync: undefined, changes: this.stmt.changesOfKey.all({ after: seq, key }) };
+        });
+        if (batch.state.resync !== undefined) {
+          const current = batch.state.resync;
+          yield current ? toRaw(current) : null;
+        }
+        for (const change of batch.state.changes) {
+          yield change.value === null ? null : toRaw({ key, value: change.value, version: change.seq });
+        }
+        seq = batch.seq;
+      }
+    } finally {
+      release();
+    }
+  }
+
+  protected override async *_watchTree(dir: string, signal: AbortSignal): AsyncIterable<RawPair[]> {
+    const [lo, hi] = rangeOf(dir);
+    const release = this.notifier.hold();
+    try {
+      let seen = this.notifier.generation;
+      const list = () =>
+        new Map(this.stmt.list.all({ lo, hi, now: Date.now() }).map((row) => [row.key, toRaw(row)]));
+      let { state: current, seq } = this.readAt(list);
+      yield [...current.values()];
+      while (!signal.aborted) {
+        await this.notifier.wait(seen, signal);
+        seen = this.notifier.generation;
+        const batch = this.readAt(() => {
+          const from = this.stmt.minSeq.get()?.seq ?? 0;
+          if (from > seq + 1) return { resync: list(), changes: [] };
+          return { resync: undefined, changes: this.stmt.changesInRange.all({ after: seq, lo, hi }) };
+        });
+        if (batch.state.resync) {
+          current = batch.state.resync;
+          yield [...current.values()];
+        }
+        for (const change of batch.state.changes) {
+          if (change.value === null) current.delete(change.key);
+          else current.set(change.key, toRaw({ key: change.key, value: change.value, version: change.seq }));
+          yield [...current.values()];
+        }
+        seq = batch.seq;
+      }
+    } finally {
+      release();
+    }
+  }
+
+  /** Reads `fn` and the change log's head in one snapshot. */
+  private readAt<T>(fn: () => T): { state: T; seq: number } {
+    return this.db.transaction(() => ({ state: fn(), seq: this.stmt.maxSeq.get()?.seq ?? 0 }))();
+  }
+
+  private setPolling(active: boolean): void {
+    if (!active) {
+      if (this.pollTimer) clearInterval(this.pollTimer);
+      if (this.sweepTimer) clearTimeout(this.sweepTimer);
+      this.pollTimer = undefined;
+      this.sweepTimer = undefined;
+      return;
+    }
+    if (this.pollTimer || this.closed) return;
+    this.dataVersion = this.db.pragma('data_version', { simple: true }) as number;
+    this.pollTimer = setInterval(() => this.poll(), this.pollInterval);
+    this.pollTimer.unref();
+    this.scheduleSweep();
+  }
+
+  /** Another connection committed: `data_version` moved. */
+  private poll(): void {
+    if (this.closed) return;
+    try {
+      const version = this.db.pragma('data_version', { simple: true }) as number;
+      if (version !== this.dataVersion) {
+        this.dataVersion = version;
+        this.notifier.wake();
+        this.scheduleSweep();
+      }
+    } catch {
+      // The next tick tries again.
+    }
+  }
+
+  /** While anyone watches, expired keys are purged when they expire, so their deletes reach the watchers. */
+  private scheduleSweep(): void {
+    if (!this.pollTimer || this.closed) return;
+    const at = this.stmt.nextExpiry.get()?.at ?? null;
+    if (this.sweepTimer) clearTimeout(this.sweepTimer);
+    const wait = at === null ? 1_000 : Math.min(1_000, Math.max(0, at - Date.now()));
+    this.sweepTimer = setTimeout(() => {
+      this.sweepTimer = undefined;
+      try {
+        this.write(() => {});
+      } catch {
+        // Busy: try at the next round.
+      }
+      this.scheduleSweep();
+    }, wait);
+    this.sweepTimer.unref();
+  }
+
+  // ---- locks ----
+
+  protected override async _acquireLock(key: string, request: AcquireRequest): Promise<AcquiredLock | null> {
+    const holder = randomUUID();
+    const { value, ttl, signal } = request;
+    const release = request.wait ? this.notifier.hold() : () => {};
+    try {
+      for (;;) {
+        const seen = this.notifier.generation;
+        const outcome = this.write((now) => {
+          const row = this.stmt.lockRow.get({ key });
+          if (row && row.expires_at > now) return { heldUntil: row.expires_at };
+          const token = this.stmt.fence.get({ key })?.token as number;
+          this.stmt.lockSet.run({ key, holder, expires: now + ttl });
+          this.putRow(key, value, now + ttl, null);
+          return { token };
+        });
+        if ('token' in outcome) return this.lockHandle(key, holder, ttl, outcome.token);
+        if (!request.wait) return null;
+        await this.notifier.wait(seen, signal, outcome.heldUntil - Date.now() + 1);
+      }
+    } finally {
+      release();
+    }
+  }
+
+  private lockHandle(key: string, holder: string, ttl: number, token: number): AcquiredLock {
+    return {
+      fencingToken: token,
+      renew: async () => {
+        this.assertOpen();
+        const now = Date.now();
+        const { changes } = this.db
+          .transaction(() => {
+            const result = this.stmt.lockRenew.run({ key, holder, expires: now + ttl, now });
+            if (result.changes > 0) this.stmt.lockRenewKey.run({ key, expires: now + ttl });
+            return result;
+          })
+          .immediate();
+        if (changes === 0) throw new LockLostError(this.userKey(key), 'it expired or was taken over');
+      },
+      release: async () => {
+        if (!this.db.open) return;
+        this.write(() => {
+          if (this.stmt.lockRelease.run({ key, holder }).changes > 0) this.deleteRow(key);
+        });
+      },
+    };
+  }
+
+  // ---- errors and closing ----
+
+  protected override _mapError(error: unknown, operation: string): KVError {
+    return this.mapSqliteError(error, operation);
+  }
+
+  private mapSqliteError(error: unknown, operation: string): KVError {
+    const code = (error as { code?: string }).code ?? '';
+    const message = error instanceof Error ? error.message : String(error);
+    const text = `sqlite ${this.path ?? ''}: ${operation} failed: ${message} (${code || 'no code'})`;
+    if (code.startsWith('SQLITE_READONLY') || code.startsWith('SQLITE_PERM') || code === 'SQLITE_AUTH') {
+      return new PermissionDeniedError(text, { cause: error });
+    }
+    if (code === 'SQLITE_NOTADB' || code === 'SQLITE_CORRUPT' || code === 'SQLITE_MISMATCH') {
+      return new InvalidArgumentError(`${text}: is this a kv SQLite database?`, { cause: error });
+    }
+    return new UnavailableError(text, { cause: error });
+  }
+
+  protected async _close(): Promise<void> {
+    for (const timer of [this.keepAliveTimer, this.sweepTimer]) if (timer) clearTimeout(timer);
+    if (this.pollTimer) clearInterval(this.pollTimer);
+    this.keepAlive.clear();
+    if (this.fileKey) {
+      const set = neighbours.get(this.fileKey);
+      set?.delete(this);
+      if (set?.size === 0) neighbours.delete(this.fileKey);
+    }
+    this.notifier.wake();
+    this.db.close();
+  }
+}
