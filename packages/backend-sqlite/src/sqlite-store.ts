@@ -145,8 +145,8 @@ export class SqliteStore extends BaseStore {
     this.notifier = new Notifier((active) => this.setPolling(active));
     if (path !== ':memory:' && !path.startsWith('file::memory:')) {
       this.fileKey = resolve(path);
-      let set = neighbours.get(this.fileKey);
-      if (!set) neighbours.set(this.fileKey, (set = new Set()));
+      const set = neighbours.get(this.fileKey) ?? new Set();
+      neighbours.set(this.fileKey, set);
       set.add(this);
     }
   }
