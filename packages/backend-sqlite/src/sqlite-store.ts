@@ -466,8 +466,8 @@ export class SqliteStore extends BaseStore {
     }
     if (this.pollTimer || this.closed) return;
     this.dataVersion = this.db.pragma('data_version', { simple: true }) as number;
+    // Ref'd on purpose: a process whose only work is a watch or a lock wait keeps running, as with a socket.
     this.pollTimer = setInterval(() => this.poll(), this.pollInterval);
-    this.pollTimer.unref();
     this.scheduleSweep();
   }
 

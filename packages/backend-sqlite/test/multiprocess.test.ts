@@ -1,0 +1,122 @@
+import { type ChildProcess, spawn } from 'node:child_process';
+import { mkdtempSync, rmSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { createInterface } from 'node:readline';
+import { fileURLToPath } from 'node:url';
+import { createStore, type Store } from '@kv/core';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import '@kv/backend-sqlite';
+
+const worker = fileURLToPath(new URL('./fixtures/worker.mjs', import.meta.url));
+const text = (bytes: Uint8Array) => new TextDecoder().decode(bytes);
+
+type Message = Record<string, unknown>;
+
+/** A real second process on the same file; `messages` yields its JSON lines. */
+function start(mode: string, path: string, ...args: string[]) {
+  const child = spawn(process.execPath, [worker, mode, path, ...args], { stdio: ['ignore', 'pipe', 'pipe'] });
+  let stderr = '';
+  child.stderr.on('data', (chunk) => {
+    stderr += chunk;
+  });
+  const lines = createInterface({ input: child.stdout })[Symbol.asyncIterator]();
+  const next = async (timeout = 20_000): Promise<Message> => {
+    let timer: NodeJS.Timeout | undefined;
+    const result = await Promise.race([
+      lines.next(),
+      new Promise<never>((_, reject) => {
+        timer = setTimeout(
+          () => reject(new Error(`worker ${mode} said nothing for ${timeout} ms; stderr: ${stderr}`)),
+          timeout,
+        );
+      }),
+    ]).finally(() => clearTimeout(timer));
+    if (result.done) throw new Error(`worker ${mode} exited early; stderr: ${stderr}`);
+    return JSON.parse(result.value) as Message;
+  };
+  const exited = new Promise<number | null>((resolve) => child.on('exit', (code) => resolve(code)));
+  return { child, next, exited };
+}
+
+const children: ChildProcess[] = [];
+
+describe('sqlite: two real processes on one file', () => {
+  let dir: string;
+  let path: string;
+  let store: Store;
+
+  beforeAll(async () => {
+    dir = mkdtempSync(join(tmpdir(), 'kv-sqlite-mp-'));
+    path = join(dir, 'shared.db');
+    store = await createStore({ backend: 'sqlite', path, prefix: 'mp' });
+  });
+
+  afterAll(async () => {
+    for (const child of children) child.kill('SIGKILL');
+    await store.close();
+    rmSync(dir, { recursive: true, force: true });
+  });
+
+  it('a lock excludes across processes: 2 processes x 30 unlocked increments end at exactly 60', async () => {
+    const a = start('lock', path, '30');
+    const b = start('lock', path, '30');
+    children.push(a.child, b.child);
+    const [ra, rb] = await Promise.all([a.next(), b.next()]);
+    expect(await a.exited).toBe(0);
+    expect(await b.exited).toBe(0);
+    expect(text((await store.get('counter')).value)).toBe('60');
+    // Fencing tokens are unique across both processes and grow within each.
+    const tokens = [...(ra.tokens as number[]), ...(rb.tokens as number[])];
+    expect(new Set(tokens).size).toBe(60);
+    for (const list of [ra.tokens as number[], rb.tokens as number[]]) {
+      expect(list).toEqual([...list].sort((x, y) => x - y));
+    }
+  });
+
+  it('CAS across processes loses nothing: 2 processes x 40 increments end at exactly 80', async () => {
+    await store.put('cas', '0');
+    const a = start('cas', path, '40');
+    const b = start('cas', path, '40');
+    children.push(a.child, b.child);
+    await Promise.all([a.next(), b.next()]);
+    expect(await a.exited).toBe(0);
+    expect(await b.exited).toBe(0);
+    expect(text((await store.get('cas')).value)).toBe('80');
+  });
+
+  it('a watch in another process sees every change in commit order, same-value puts and deletes included', async () => {
+    await store.put('watched', 'v0');
+    const watcher = start('watch', path, '5');
+    children.push(watcher.child);
+    expect((await watcher.next()).event).toBe('v0');
+    await store.put('watched', 'v1');
+    await store.put('watched', 'v1');
+    await store.delete('watched');
+    await store.put('watched', 'v2');
+    const events = [await watcher.next(), await watcher.next(), await watcher.next(), await watcher.next()];
+    expect(events.map((e) => e.event)).toEqual(['v1', 'v1', null, 'v2']);
+    const indexes = events.filter((e) => e.lastIndex !== null).map((e) => e.lastIndex as number);
+    expect(indexes).toEqual([...indexes].sort((x, y) => x - y));
+    expect(new Set(indexes).size).toBe(indexes.length);
+    expect((await watcher.next()).done).toBe(true);
+    expect(await watcher.exited).toBe(0);
+  });
+
+  it('a lock held by a killed process is free within its ttl', async () => {
+    const holder = start('hold', path, '1500');
+    children.push(holder.child);
+    const held = await holder.next();
+    expect(held.held).toBe(true);
+    const lock = store.newLock('locks/held', { ttl: 1500 });
+    expect(await lock.tryLock()).toBeNull();
+    expect(text((await store.get('locks/held')).value)).toBe(`pid ${holder.child.pid}`);
+    holder.child.kill('SIGKILL');
+    await holder.exited;
+    const killedAt = Date.now();
+    const lease = await lock.lock({ signal: AbortSignal.timeout(10_000) });
+    expect(Date.now() - killedAt).toBeLessThan(1500 + 1000);
+    expect(lease.fencingToken).toBeGreaterThan(held.token as number);
+    await lock.unlock();
+  });
+});
