@@ -1,0 +1,31 @@
+// Adds up the vitest JSON reports of every package and prints the one line
+// CI reads: `N passed, N failed, N skipped`. A package with a test script
+// but no report (its run crashed or never started) counts as one failure.
+import { existsSync, readdirSync, readFileSync } from 'node:fs';
+import { join } from 'node:path';
+
+const root = new URL('..', import.meta.url).pathname;
+let passed = 0;
+let failed = 0;
+let skipped = 0;
+for (const dir of readdirSync(join(root, 'packages')).sort()) {
+  const pkgPath = join(root, 'packages', dir, 'package.json');
+  if (!existsSync(pkgPath)) continue;
+  const pkg = JSON.parse(readFileSync(pkgPath, 'utf8'));
+  if (!pkg.scripts?.test) continue;
+  const reportPath = join(root, 'packages', dir, '.vitest-report.json');
+  if (!existsSync(reportPath)) {
+    console.log(`${pkg.name}: no test report (the test run did not finish)`);
+    failed++;
+    continue;
+  }
+  const report = JSON.parse(readFileSync(reportPath, 'utf8'));
+  const p = report.numPassedTests ?? 0;
+  const f = (report.numFailedTests ?? 0) + (report.success === false && !report.numFailedTests ? 1 : 0);
+  const s = (report.numPendingTests ?? 0) + (report.numTodoTests ?? 0);
+  console.log(`${pkg.name}: ${p} passed, ${f} failed, ${s} skipped`);
+  passed += p;
+  failed += f;
+  skipped += s;
+}
+console.log(`${passed} passed, ${failed} failed, ${skipped} skipped`);
