@@ -22,7 +22,9 @@ const admin = await createStore(url);
 console.log(`kv demo on ${admin.backend} (${url})\n`);
 
 // 1. Config distribution -------------------------------------------------
-{
+await configDistribution();
+
+async function configDistribution() {
   const service = await createStore(url);
   await admin.put('config/db/url', 'postgres://db-1:5432/app');
   const seen = [];
@@ -52,7 +54,9 @@ console.log(`kv demo on ${admin.backend} (${url})\n`);
 console.log();
 
 // 2. Workers contending for a lock ---------------------------------------
-{
+await lockContention();
+
+async function lockContention() {
   const workers = await Promise.all(
     ['alpha', 'beta', 'gamma'].map(async (name) => ({ name, store: await createStore(url) })),
   );
@@ -82,7 +86,9 @@ console.log();
 console.log();
 
 // 3. A counter advanced with compare-and-swap ----------------------------
-{
+await casCounter();
+
+async function casCounter() {
   await admin.put('stats/builds', '0');
   const clients = await Promise.all([1, 2, 3, 4].map(() => createStore(url)));
   let conflicts = 0;
@@ -111,7 +117,9 @@ console.log();
 console.log();
 
 // 4. A session key that expires -----------------------------------------
-{
+await sessionExpiry();
+
+async function sessionExpiry() {
   await admin.put('sessions/user-42', 'logged in', { ttl: 1_000 });
   log('ttl', 'session sessions/user-42 written with a 1 s ttl');
   for await (const pair of admin.watch('sessions/user-42')) {
