@@ -30,6 +30,7 @@ export {
   PermissionDeniedError,
   UnavailableError,
   UnknownBackendError,
+  ValueTooLargeError,
 } from './errors.js';
 export { compareKeys, isBelow, joinKey, normalizeKey, stripPrefix, toBytes } from './keys.js';
 export type { AcquiredLock, AcquireRequest } from './lock.js';
