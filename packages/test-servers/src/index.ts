@@ -1,0 +1,45 @@
+export { type StartedServers, startServers } from './group.js';
+export {
+  type Bins,
+  type Component,
+  DEBIAN_PACKAGES,
+  ensureInstalled,
+  type Log,
+} from './install.js';
+export {
+  type AnyHandle,
+  type ClusterHandle,
+  type ClusterOptions,
+  type ConsulOptions,
+  type EtcdHandle,
+  type EtcdOptions,
+  type LaunchOptions,
+  launch,
+  launchConsul,
+  launchEtcd,
+  launchEtcdCluster,
+  launchRedis,
+  launchZooKeeper,
+  launchZooKeeperEnsemble,
+  type RedisHandle,
+  type RedisOptions,
+  type ServerHandle,
+  type ZooKeeperOptions,
+} from './launch.js';
+export {
+  DEFAULT_SERVERS,
+  ENV_VARS,
+  SERVER_NAMES,
+  type ServerKind,
+  type ServerName,
+} from './names.js';
+export { freePorts, redisCommands, tcpOpen, zkFourLetter, zkMode } from './probes.js';
+export {
+  type ServerAvailability,
+  type ServerForOptions,
+  type ServerSource,
+  serverFor,
+  stopStartedServers,
+} from './resolve.js';
+export { type EndpointsFile, findEndpointsFile, readEndpointsFile } from './state.js';
+export { serversGlobalSetup } from './vitest.js';
