@@ -1,0 +1,213 @@
+import { createHash } from 'node:crypto';
+
+/**
+ * The one Lua script behind every write (and the reads that must be atomic).
+ * Each call runs whole on the server, so a compare-and-swap, its index update,
+ * its version and its change message can never interleave with another write.
+ *
+ * KEYS[1] the index (a sorted set, every member scored 0, so ZRANGEBYLEX walks it in key order)
+ * KEYS[2] the sequence counter (INCR): versions, fencing tokens and change numbers
+ * ARGV[1] the operation, ARGV[2] the key-name prefix (`{kv}:`), ARGV[3] the change channel,
+ * ARGV[4] the largest value sent inline in a change message; then the operation's arguments.
+ *
+ * Change messages (PUBLISH on the channel, in commit order, one sequence number each):
+ *   p<seq>:<keylen>:<key><value>   put (the new version is <seq>)
+ *   P<seq>:<keylen>:<key>          put of a value too large to send inline
+ *   d<seq>:<keylen>:<key>          delete (also: an expired or evicted key left the index)
+ *   t<seq>:<keylen>:<dir>          deleteTree: <dir> and everything below it
+ */
+export const SCRIPT = `
+local idx, seqk = KEYS[1], KEYS[2]
+local op, ns, chan, inline = ARGV[1], ARGV[2], ARGV[3], tonumber(ARGV[4])
+
+local function dk(k) return ns .. 'd:' .. k end
+local function lk(k) return ns .. 'l:' .. k end
+local function nextseq() return redis.call('INCR', seqk) end
+local function emit(t, seq, k, payload)
+  redis.call('PUBLISH', chan, t .. string.format('%d:%d:', seq, #k) .. k .. (payload or ''))
+end
+
+-- An index entry whose data is gone (expired or evicted) leaves the index; watchers hear a delete.
+local function sweep(k)
+  if redis.call('EXISTS', dk(k)) == 0 and redis.call('ZREM', idx, k) == 1 then
+    emit('d', nextseq(), k)
+  end
+end
+
+local function write(k, v, ttl, owner)
+  sweep(k)
+  local seq = nextseq()
+  local d = dk(k)
+  redis.call('DEL', d)
+  if owner ~= '' then
+    redis.call('HSET', d, 'v', v, 'i', string.format('%d', seq), 'o', owner)
+  else
+    redis.call('HSET', d, 'v', v, 'i', string.format('%d', seq))
+  end
+  if ttl > 0 then redis.call('PEXPIRE', d, ttl) end
+  redis.call('ZADD', idx, 0, k)
+  if #v <= inline then emit('p', seq, k, v) else emit('P', seq, k) end
+  return seq
+end
+
+local function remove(k)
+  redis.call('DEL', lk(k))
+  local existed = redis.call('DEL', dk(k)) == 1
+  local indexed = redis.call('ZREM', idx, k) == 1
+  if existed or indexed then emit('d', nextseq(), k) end
+  return existed
+end
+
+local function counter() return tonumber(redis.call('GET', seqk) or '0') end
+
+if op == 'put' then
+  -- key value ttl owner
+  return write(ARGV[5], ARGV[6], tonumber(ARGV[7]), ARGV[8])
+elseif op == 'cas' then
+  -- key value ttl owner previous ('' = create only). -1 exists, -2 not found, -3 modified.
+  local cur = redis.call('HGET', dk(ARGV[5]), 'i')
+  local prev = ARGV[9]
+  if prev == '' then
+    if cur then return -1 end
+  elseif not cur then return -2
+  elseif cur ~= prev then return -3 end
+  return write(ARGV[5], ARGV[6], tonumber(ARGV[7]), ARGV[8])
+elseif op == 'del' then
+  remove(ARGV[5])
+  return 1
+elseif op == 'cad' then
+  -- key previous
+  local cur = redis.call('HGET', dk(ARGV[5]), 'i')
+  if not cur then return -2 elseif cur ~= ARGV[6] then return -3 end
+  remove(ARGV[5])
+  return 1
+elseif op == 'deltree' then
+  -- dir: removes dir and everything below it
+  local dir = ARGV[5]
+  local lo, hi = '[' .. dir .. '/', '(' .. dir .. '0'
+  local any = false
+  redis.call('DEL', lk(dir))
+  if redis.call('DEL', dk(dir)) == 1 then any = true end
+  if redis.call('ZREM', idx, dir) == 1 then any = true end
+  local keys = redis.call('ZRANGEBYLEX', idx, lo, hi)
+  for _, k in ipairs(keys) do
+    redis.call('DEL', dk(k), lk(k))
+  end
+  if #keys > 0 then
+    redis.call('ZREMRANGEBYLEX', idx, lo, hi)
+    any = true
+  end
+  if any then emit('t', nextseq(), dir) end
+  return #keys
+elseif op == 'get' then
+  -- key -> { counter, value, version }
+  local d = redis.call('HMGET', dk(ARGV[5]), 'v', 'i')
+  return { counter(), d[1], d[2] }
+elseif op == 'list' then
+  -- dir ('' = all) -> { counter, key, value, version, key, value, version, ... }
+  local dir = ARGV[5]
+  local keys
+  if dir == '' then
+    keys = redis.call('ZRANGEBYLEX', idx, '-', '+')
+  else
+    keys = redis.call('ZRANGEBYLEX', idx, '[' .. dir .. '/', '(' .. dir .. '0')
+  end
+  local out = { 0 }
+  for _, k in ipairs(keys) do
+    local d = redis.call('HMGET', dk(k), 'v', 'i')
+    if d[2] then
+      out[#out + 1] = k
+      out[#out + 1] = d[1]
+      out[#out + 1] = d[2]
+    else
+      sweep(k)
+    end
+  end
+  out[1] = counter()
+  return out
+elseif op == 'sweep' then
+  sweep(ARGV[5])
+  return 1
+elseif op == 'touch' then
+  -- owner, then key ttl pairs: extends keepAlive keys this store still owns. -> { 1|0, ... }
+  local owner = ARGV[5]
+  local out = {}
+  for i = 6, #ARGV, 2 do
+    local d = dk(ARGV[i])
+    if redis.call('HGET', d, 'o') == owner then
+      redis.call('PEXPIRE', d, ARGV[i + 1])
+      out[#out + 1] = 1
+    else
+      out[#out + 1] = 0
+    end
+  end
+  return out
+elseif op == 'lock' then
+  -- key token ttl value -> { 1, fencing token } or { 0, pttl of the holder }
+  local k, ttl = ARGV[5], tonumber(ARGV[7])
+  if redis.call('SET', lk(k), ARGV[6], 'NX', 'PX', ttl) then
+    return { 1, write(k, ARGV[8], ttl, '') }
+  end
+  return { 0, redis.call('PTTL', lk(k)) }
+elseif op == 'renew' then
+  -- key token ttl -> 1 held and extended, 0 not the holder
+  local k = ARGV[5]
+  if redis.call('GET', lk(k)) ~= ARGV[6] then return 0 end
+  redis.call('PEXPIRE', lk(k), ARGV[7])
+  redis.call('PEXPIRE', dk(k), ARGV[7])
+  return 1
+elseif op == 'unlock' then
+  -- key token -> 1 released, 0 not the holder
+  local k = ARGV[5]
+  if redis.call('GET', lk(k)) ~= ARGV[6] then return 0 end
+  remove(k)
+  return 1
+end
+return redis.error_reply('ERR kv: unknown operation ' .. tostring(op))
+`;
+
+export const SCRIPT_SHA = createHash('sha1').update(SCRIPT).digest('hex');
+
+/** The largest value a change message carries; watchers re-read larger ones. */
+export const INLINE_LIMIT = 64 * 1024;
+
+export type Change =
+  | { readonly type: 'put'; readonly seq: number; readonly key: string; readonly value: Uint8Array | undefined }
+  | { readonly type: 'delete'; readonly seq: number; readonly key: string }
+  | { readonly type: 'tree'; readonly seq: number; readonly key: string };
+
+function readNumber(buf: Buffer, from: number): { value: number; next: number } | undefined {
+  let value = 0;
+  let i = from;
+  while (i < buf.length && buf[i] !== 58 /* : */) {
+    const digit = (buf[i] as number) - 48;
+    if (digit < 0 || digit > 9) return undefined;
+    value = value * 10 + digit;
+    i++;
+  }
+  if (i === from || i >= buf.length) return undefined;
+  return { value, next: i + 1 };
+}
+
+/** Parses a change message; undefined for anything else. */
+export function parseChange(buf: Buffer): Change | undefined {
+  const type = buf[0];
+  const seq = readNumber(buf, 1);
+  if (!seq) return undefined;
+  const len = readNumber(buf, seq.next);
+  if (!len || len.next + len.value > buf.length) return undefined;
+  const key = buf.toString('utf8', len.next, len.next + len.value);
+  const rest = len.next + len.value;
+  switch (type) {
+    case 112: // p
+      return { type: 'put', seq: seq.value, key, value: new Uint8Array(buf.subarray(rest)) };
+    case 80: // P
+      return { type: 'put', seq: seq.value, key, value: undefined };
+    case 100: // d
+      return { type: 'delete', seq: seq.value, key };
+    case 116: // t
+      return { type: 'tree', seq: seq.value, key };
+    default:
+      return undefined;
+  }
+}

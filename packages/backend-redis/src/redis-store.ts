@@ -1,0 +1,669 @@
+import { randomBytes, randomUUID } from 'node:crypto';
+import {
+  type AcquiredLock,
+  type AcquireRequest,
+  AuthenticationError,
+  BaseStore,
+  backoff,
+  type Capabilities,
+  ClosedError,
+  delay,
+  InvalidArgumentError,
+  isBelow,
+  KeyExistsError,
+  KeyModifiedError,
+  KeyNotFoundError,
+  KVError,
+  LockLostError,
+  PermissionDeniedError,
+  type PrimitiveReadOptions,
+  type PrimitiveWriteOptions,
+  type RawPair,
+  type ResolvedConfig,
+  stripPrefix,
+  UnavailableError,
+} from '@kv/core';
+import { createClient, ErrorReply, RESP_TYPES } from 'redis';
+import { type RedisOptions, type RedisSettings, redisSettings } from './redis-config.js';
+import { type Feed, type FeedItem, Hub, type HubHost, keyInterest, treeInterest } from './redis-hub.js';
+import { type Change, INLINE_LIMIT, SCRIPT, SCRIPT_SHA } from './redis-script.js';
+
+export const REDIS_CAPABILITIES: Capabilities = Object.freeze({
+  watch: true,
+  watchTree: true,
+  lock: true,
+  ttl: true,
+  keepAlive: true,
+  consistentRead: true,
+  minTtl: 50,
+  // Reads never see an expired key (Redis expires on access); watchers see its delete when Redis
+  // reports the expiry, which its active expiry cycle does within about 100 ms.
+  ttlGranularity: 250,
+  maxValueSize: 16 * 1024 * 1024,
+  distributed: true,
+});
+
+type Client = ReturnType<typeof createClient>;
+type ClientOptions = NonNullable<Parameters<typeof createClient>[0]>;
+type Arg = string | Buffer;
+
+const BUFFERS = { [RESP_TYPES.BLOB_STRING]: Buffer } as const;
+
+/** Redis key names of one namespace. */
+interface Names {
+  /** `{kv}:` */
+  readonly ns: string;
+  readonly index: string;
+  readonly seq: string;
+  readonly dataPrefix: string;
+  readonly lockPrefix: string;
+  readonly probePrefix: string;
+  readonly channel: string;
+  readonly expiredChannel: string;
+  readonly evictedChannel: string;
+}
+
+function namesOf(settings: RedisSettings): Names {
+  const ns = `{${settings.namespace}}:`;
+  return {
+    ns,
+    index: `${ns}idx`,
+    seq: `${ns}seq`,
+    dataPrefix: `${ns}d:`,
+    lockPrefix: `${ns}l:`,
+    probePrefix: `${ns}probe:`,
+    channel: `${ns}changes@${settings.db}`,
+    expiredChannel: `__keyevent@${settings.db}__:expired`,
+    evictedChannel: `__keyevent@${settings.db}__:evicted`,
+  };
+}
+
+function bytes(value: Uint8Array): Buffer {
+  return Buffer.from(value.buffer, value.byteOffset, value.byteLength);
+}
+
+function text(value: unknown): string {
+  return Buffer.isBuffer(value) ? value.toString('utf8') : String(value);
+}
+
+function num(value: unknown): number {
+  return typeof value === 'number' ? value : Number(text(value));
+}
+
+function replyCode(error: unknown): string {
+  return error instanceof ErrorReply ? (error.message.split(' ')[0] ?? '') : '';
+}
+
+function isAuthError(error: unknown): boolean {
+  const code = replyCode(error);
+  return (
+    code === 'WRONGPASS' ||
+    code === 'NOAUTH' ||
+    (error instanceof ErrorReply && /invalid (username-)?password|AUTH .* without any password/i.test(error.message))
+  );
+}
+
+/**
+ * The Redis store. Data layout, in one namespace (`{kv}` by default; the
+ * braces are a hash tag, so every key of a namespace lives in one slot):
+ *
+ * - `{kv}:d:<key>`  a hash per key: `v` the value bytes, `i` its version, `o` the keepAlive owner;
+ *                   a ttl is the hash's PEXPIRE
+ * - `{kv}:idx`      the index: a sorted set of every key, all scored 0 (ZRANGEBYLEX lists a directory)
+ * - `{kv}:seq`      the counter (INCR) behind versions, fencing tokens and change numbers
+ * - `{kv}:l:<key>`  a lock's holder token (SET NX PX), never indexed
+ * - channel `{kv}:changes@<db>`: one message per change, published by the same script that writes
+ *
+ * Every write is one Lua script (see redis-script.ts), so the value, its
+ * version, the index and the change message move together.
+ */
+export class RedisStore extends BaseStore {
+  /** The node-redis client, for anything the Store does not cover. */
+  readonly client: Client;
+  readonly settings: RedisSettings;
+  private readonly names: Names;
+  private readonly id = randomUUID();
+  private readonly keepAliveKeys = new Map<string, number>();
+  private keepAliveTimer: NodeJS.Timeout | undefined;
+  private hub: Hub | undefined;
+  private established = false;
+  private destroyed = false;
+
+  static async open(config: ResolvedConfig & RedisOptions): Promise<RedisStore> {
+    const store = new RedisStore(redisSettings(config));
+    await store.connect();
+    return store;
+  }
+
+  private constructor(settings: RedisSettings) {
+    super({
+      backend: 'redis',
+      capabilities: REDIS_CAPABILITIES,
+      prefix: settings.prefix,
+      requestTimeout: settings.requestTimeout,
+    });
+    this.settings = settings;
+    this.names = namesOf(settings);
+    this.client = createClient(
+      this.clientOptions((retries) => {
+        // The first connection is createStore's: it fails at once. Later ones are retried until close.
+        if (!this.established || this.closed) return false;
+        return reconnectDelay(retries);
+      }),
+    );
+    this.client.on('error', () => {
+      // Reported to the calls that fail; reconnects are the client's job.
+    });
+  }
+
+  private clientOptions(reconnectStrategy: (retries: number, cause: Error) => number | false): ClientOptions {
+    const s = this.settings;
+    const common = { host: s.host, port: s.port, connectTimeout: s.connectTimeout, reconnectStrategy };
+    let socket: ClientOptions['socket'];
+    if (s.tls) {
+      const t = s.tls;
+      socket = {
+        ...common,
+        tls: true,
+        ...(t.ca !== undefined ? { ca: tlsBytes(t.ca) } : {}),
+        ...(t.cert !== undefined ? { cert: tlsBytes(t.cert) } : {}),
+        ...(t.key !== undefined ? { key: tlsBytes(t.key) } : {}),
+        ...(t.servername !== undefined ? { servername: t.servername } : {}),
+        ...(t.rejectUnauthorized !== undefined ? { rejectUnauthorized: t.rejectUnauthorized } : {}),
+      };
+    } else {
+      socket = common;
+    }
+    return {
+      socket,
+      RESP: 2,
+      ...(s.username !== undefined ? { username: s.username } : {}),
+      ...(s.password !== undefined ? { password: s.password } : {}),
+      ...(s.db !== 0 ? { database: s.db } : {}),
+      disableClientInfo: true,
+      maintNotifications: 'disabled',
+      commandOptions: { timeout: s.requestTimeout + 1_000 },
+    } as ClientOptions;
+  }
+
+  /** createStore's round trip: connect (AUTH, SELECT) and PING, within connectTimeout. */
+  private async connect(): Promise<void> {
+    const { host, port, connectTimeout } = this.settings;
+    let timer: NodeJS.Timeout | undefined;
+    const timedOut = new Promise<never>((_, reject) => {
+      timer = setTimeout(
+        () =>
+          reject(
+            new UnavailableError(
+              `redis ${host}:${port}: no answer within connectTimeout (${connectTimeout} ms)`,
+            ),
+          ),
+        connectTimeout,
+      );
+      timer.unref();
+    });
+    try {
+      await Promise.race([
+        (async () => {
+          await this.client.connect();
+          await this.client.sendCommand(['PING']);
+        })(),
+        timedOut,
+      ]);
+      this.established = true;
+    } catch (error) {
+      this.destroyClient();
+      throw this.mapRedisError(error, 'connect');
+    } finally {
+      clearTimeout(timer);
+    }
+  }
+
+  private destroyClient(): void {
+    if (this.destroyed) return;
+    this.destroyed = true;
+    try {
+      this.client.destroy();
+    } catch {
+      // never connected
+    }
+  }
+
+  // ---- commands ----
+
+  private options(signal: AbortSignal | undefined) {
+    return signal ? { typeMapping: BUFFERS, abortSignal: signal } : { typeMapping: BUFFERS };
+  }
+
+  private command<T>(args: Arg[], signal?: AbortSignal): Promise<T> {
+    return this.client.sendCommand<T>(args, this.options(signal));
+  }
+
+  /** Runs one operation of the script: EVALSHA, and EVAL when the server does not have it cached yet. */
+  private async script<T>(op: string, args: Arg[], signal?: AbortSignal): Promise<T> {
+    const n = this.names;
+    const tail: Arg[] = ['2', n.index, n.seq, op, n.ns, n.channel, String(INLINE_LIMIT), ...args];
+    try {
+      return await this.command<T>(['EVALSHA', SCRIPT_SHA, ...tail], signal);
+    } catch (error) {
+      if (replyCode(error) !== 'NOSCRIPT') throw error;
+      return this.command<T>(['EVAL', SCRIPT, ...tail], signal);
+    }
+  }
+
+  private dataKey(full: string): string {
+    return `${this.names.dataPrefix}${full}`;
+  }
+
+  private userKey(full: string): string {
+    return stripPrefix(this.prefix, full);
+  }
+
+  // ---- primitives ----
+
+  protected async _get(key: string, options: PrimitiveReadOptions): Promise<RawPair | null> {
+    const [value, version] = await this.command<[Buffer | null, Buffer | null]>(
+      ['HMGET', this.dataKey(key), 'v', 'i'],
+      options.signal,
+    );
+    if (version === null || version === undefined) return null;
+    return { key, value: value ? new Uint8Array(value) : new Uint8Array(0), lastIndex: num(version) };
+  }
+
+  protected override async _exists(key: string, options: PrimitiveReadOptions): Promise<boolean> {
+    return (await this.command<number>(['EXISTS', this.dataKey(key)], options.signal)) === 1;
+  }
+
+  protected async _put(key: string, value: Uint8Array, options: PrimitiveWriteOptions): Promise<void> {
+    await this.script('put', [key, bytes(value), String(options.ttl ?? 0), this.owner(options)], options.signal);
+    this.trackKeepAlive(key, options);
+  }
+
+  protected async _delete(key: string, signal: AbortSignal): Promise<void> {
+    await this.script('del', [key], signal);
+    this.keepAliveKeys.delete(key);
+  }
+
+  protected async _list(dir: string, options: PrimitiveReadOptions): Promise<RawPair[]> {
+    return (await this.listAt(dir, options.signal)).pairs;
+  }
+
+  private async listAt(dir: string, signal: AbortSignal): Promise<{ pairs: RawPair[]; seq: number }> {
+    const reply = await this.script<unknown[]>('list', [dir], signal);
+    const pairs: RawPair[] = [];
+    for (let i = 1; i + 2 < reply.length; i += 3) {
+      const value = reply[i + 1];
+      pairs.push({
+        key: text(reply[i]),
+        value: Buffer.isBuffer(value) ? new Uint8Array(value) : new Uint8Array(0),
+        lastIndex: num(reply[i + 2]),
+      });
+    }
+    return { pairs, seq: num(reply[0]) };
+  }
+
+  private async getAt(key: string, signal: AbortSignal): Promise<{ pair: RawPair | null; seq: number }> {
+    const [seq, value, version] = await this.script<[number, Buffer | null, Buffer | null]>(
+      'get',
+      [key],
+      signal,
+    );
+    if (version === null || version === undefined) return { pair: null, seq: num(seq) };
+    return {
+      pair: { key, value: value ? new Uint8Array(value) : new Uint8Array(0), lastIndex: num(version) },
+      seq: num(seq),
+    };
+  }
+
+  protected async _deleteTree(dir: string, signal: AbortSignal): Promise<void> {
+    await this.script('deltree', [dir], signal);
+    for (const key of this.keepAliveKeys.keys()) {
+      if (key === dir || isBelow(dir, key)) this.keepAliveKeys.delete(key);
+    }
+  }
+
+  protected async _atomicPut(
+    key: string,
+    value: Uint8Array,
+    previousIndex: number | null,
+    options: PrimitiveWriteOptions,
+  ): Promise<RawPair> {
+    const result = await this.script<number>(
+      'cas',
+      [
+        key,
+        bytes(value),
+        String(options.ttl ?? 0),
+        this.owner(options),
+        previousIndex === null ? '' : String(previousIndex),
+      ],
+      options.signal,
+    );
+    this.checkCas(key, result);
+    this.trackKeepAlive(key, options);
+    return { key, value, lastIndex: result };
+  }
+
+  protected async _atomicDelete(key: string, previousIndex: number, signal: AbortSignal): Promise<void> {
+    const result = await this.script<number>('cad', [key, String(previousIndex)], signal);
+    this.checkCas(key, result);
+    this.keepAliveKeys.delete(key);
+  }
+
+  private checkCas(key: string, result: number): void {
+    if (result === -1) throw new KeyExistsError(this.userKey(key));
+    if (result === -2) throw new KeyNotFoundError(this.userKey(key));
+    if (result === -3) throw new KeyModifiedError(this.userKey(key));
+  }
+
+  // ---- keepAlive ----
+
+  private owner(options: PrimitiveWriteOptions): string {
+    return options.keepAlive && options.ttl !== undefined ? this.id : '';
+  }
+
+  private trackKeepAlive(key: string, options: PrimitiveWriteOptions): void {
+    if (options.keepAlive && options.ttl !== undefined) this.keepAliveKeys.set(key, options.ttl);
+    else this.keepAliveKeys.delete(key);
+    this.scheduleKeepAlive();
+  }
+
+  private scheduleKeepAlive(): void {
+    if (this.keepAliveTimer || this.keepAliveKeys.size === 0 || this.closed) return;
+    let shortest = Number.POSITIVE_INFINITY;
+    for (const ttl of this.keepAliveKeys.values()) shortest = Math.min(shortest, ttl);
+    const every = Math.max(10, Math.floor(shortest / 3));
+    this.keepAliveTimer = setTimeout(() => {
+      void this.renewKeepAlive(every).finally(() => {
+        this.keepAliveTimer = undefined;
+        this.scheduleKeepAlive();
+      });
+    }, every);
+    this.keepAliveTimer.unref();
+  }
+
+  private async renewKeepAlive(budget: number): Promise<void> {
+    const entries = [...this.keepAliveKeys];
+    const signal = AbortSignal.timeout(Math.max(budget, Math.min(this.requestTimeout, 1_000)));
+    for (let i = 0; i < entries.length && !this.closed; i += 500) {
+      const batch = entries.slice(i, i + 500);
+      try {
+        const held = await this.script<number[]>(
+          'touch',
+          [this.id, ...batch.flatMap(([key, ttl]) => [key, String(ttl)])],
+          signal,
+        );
+        batch.forEach(([key], j) => {
+          if (held[j] === 0 && this.keepAliveKeys.get(key) !== undefined) this.keepAliveKeys.delete(key);
+        });
+      } catch {
+        // Unreachable for now: the next round tries again, well before the keys can expire.
+        return;
+      }
+    }
+  }
+
+  // ---- watches ----
+
+  private getHub(): Hub {
+    this.assertOpen();
+    if (!this.hub) {
+      const store = this;
+      const names = this.names;
+      const host: HubHost = {
+        channel: names.channel,
+        expiredChannel: names.expiredChannel,
+        evictedChannel: names.evictedChannel,
+        dataPrefix: names.dataPrefix,
+        lockPrefix: names.lockPrefix,
+        probePrefix: names.probePrefix,
+        configureNotifications: this.settings.configureNotifications,
+        closing: this.closing,
+        newSubscriber: () => {
+          const sub = createClient(
+            this.clientOptions((retries, cause) => {
+              if (store.closed || isAuthError(cause) || replyCode(cause) === 'NOPERM') return false;
+              return reconnectDelay(retries);
+            }),
+          );
+          return sub as unknown as ReturnType<HubHost['newSubscriber']>;
+        },
+        isPermanent: (error) => isAuthError(error) || replyCode(error) === 'NOPERM',
+        mapError: (error, operation) => this.mapRedisError(error, operation),
+        sweep: (full) => {
+          if (this.closed) return;
+          const signal = AbortSignal.timeout(this.requestTimeout);
+          this.script('sweep', [full], signal).catch(() => {});
+        },
+        command: (args, signal) => this.command(args, signal),
+        isReplyError: (error) => error instanceof ErrorReply,
+      };
+      this.hub = new Hub(host);
+    }
+    return this.hub;
+  }
+
+  /** Runs `fn` until it succeeds, waiting out connection trouble; a permanent error is thrown. */
+  private async retrying<T>(operation: string, signal: AbortSignal, fn: () => Promise<T>): Promise<T> {
+    for (let attempt = 0; ; attempt++) {
+      try {
+        return await fn();
+      } catch (error) {
+        if (signal.aborted) throw error;
+        if (this.closed) throw new ClosedError();
+        const mapped = this.mapRedisError(error, operation);
+        if (!UnavailableError.isInstance(mapped)) throw mapped;
+        await delay(backoff(attempt, 50, 2_000), signal);
+      }
+    }
+  }
+
+  /**
+   * Subscribes (so nothing is missed), reads the state with the change
+   * counter, then applies change messages in sequence; a gap in the sequence,
+   * a reconnect or an overflow makes it read again.
+   */
+  private async *follow<S>(
+    operation: 'watch' | 'watchTree',
+    feed: Feed,
+    signal: AbortSignal,
+    read: () => Promise<{ state: S; seq: number }>,
+    apply: (state: S, change: Change) => 'same' | 'changed' | 'reread',
+  ): AsyncGenerator<S> {
+    const hub = this.getHub();
+    await this.retrying(operation, signal, () => hub.ready(signal));
+    await this.retrying(operation, signal, () => hub.notificationsOn(signal));
+    for (;;) {
+      const { state, seq } = await this.retrying(operation, signal, read);
+      yield state;
+      let last = seq;
+      let fresh = true;
+      for (;;) {
+        const item = (await feed.next(signal)) as FeedItem;
+        if (item.kind === 'fail') throw item.error;
+        if (item.kind === 'resync') {
+          await this.retrying(operation, signal, () => hub.notificationsOn(signal));
+          break;
+        }
+        if (item.kind === 'expired') continue;
+        const from = item.kind === 'skip' ? item.from : item.change.seq;
+        const to = item.kind === 'skip' ? item.to : item.change.seq;
+        if (to <= last) {
+          // Older than the read: already in it. After a newer one, it means the counter went back.
+          if (fresh) continue;
+          break;
+        }
+        if (from > last + 1) break; // missed messages
+        last = to;
+        fresh = false;
+        if (item.kind === 'skip') continue;
+        const outcome = apply(state, item.change);
+        if (outcome === 'reread') break;
+        if (outcome === 'changed') yield state;
+      }
+    }
+  }
+
+  protected override async *_watch(key: string, signal: AbortSignal): AsyncIterable<RawPair | null> {
+    const feed = this.getHub().attach(keyInterest(key));
+    try {
+      const box: { pair: RawPair | null } = { pair: null };
+      for await (const state of this.follow(
+        'watch',
+        feed,
+        signal,
+        async () => {
+          const { pair, seq } = await this.getAt(key, signal);
+          box.pair = pair;
+          return { state: box, seq };
+        },
+        (state, change) => {
+          if (change.type === 'put') {
+            if (change.value === undefined) return 'reread';
+            state.pair = { key, value: change.value, lastIndex: change.seq };
+          } else {
+            state.pair = null;
+          }
+          return 'changed';
+        },
+      )) {
+        yield state.pair;
+      }
+    } finally {
+      feed.close();
+    }
+  }
+
+  protected override async *_watchTree(dir: string, signal: AbortSignal): AsyncIterable<RawPair[]> {
+    const feed = this.getHub().attach(treeInterest(dir));
+    try {
+      for await (const state of this.follow(
+        'watchTree',
+        feed,
+        signal,
+        async () => {
+          const { pairs, seq } = await this.listAt(dir, signal);
+          return { state: new Map(pairs.map((pair) => [pair.key, pair])), seq };
+        },
+        (state, change) => {
+          if (change.type === 'put') {
+            if (change.value === undefined) return 'reread';
+            state.set(change.key, { key: change.key, value: change.value, lastIndex: change.seq });
+            return 'changed';
+          }
+          if (change.type === 'delete') return state.delete(change.key) ? 'changed' : 'same';
+          let changed = false;
+          for (const key of [...state.keys()]) {
+            if (key === change.key || isBelow(change.key, key)) changed = state.delete(key) || changed;
+          }
+          return changed ? 'changed' : 'same';
+        },
+      )) {
+        yield [...state.values()];
+      }
+    } finally {
+      feed.close();
+    }
+  }
+
+  // ---- locks ----
+
+  protected override async _acquireLock(key: string, request: AcquireRequest): Promise<AcquiredLock | null> {
+    const { value, ttl, signal, wait } = request;
+    const token = randomBytes(16).toString('hex');
+    const feed = wait ? this.getHub().attach(keyInterest(key)) : undefined;
+    try {
+      if (feed) await this.retrying('lock', signal, () => (this.hub as Hub).ready(signal));
+      for (let attempt = 0; ; ) {
+        feed?.clear();
+        let reply: [number, number];
+        try {
+          reply = await this.script<[number, number]>('lock', [key, token, String(ttl), bytes(value)], signal);
+        } catch (error) {
+          const mapped = this.mapRedisError(error, wait ? 'lock' : 'tryLock');
+          if (!feed || signal.aborted || !UnavailableError.isInstance(mapped)) throw mapped;
+          await delay(backoff(attempt++, 50, 2_000), signal);
+          continue;
+        }
+        attempt = 0;
+        const [acquired, n] = reply;
+        if (acquired === 1) return this.lockHandle(key, token, ttl, n);
+        if (!feed) return null;
+        // Held: wait for the key to change or expire, or for the holder's ttl at the latest.
+        const until = Date.now() + (n >= 0 ? n + 2 : 1_000);
+        for (;;) {
+          const item = await feed.next(signal, until - Date.now());
+          if (item === undefined) break;
+          if (item.kind === 'fail') throw item.error;
+          if (item.kind !== 'skip') break;
+        }
+      }
+    } finally {
+      feed?.close();
+    }
+  }
+
+  private lockHandle(key: string, token: string, ttl: number, fencingToken: number): AcquiredLock {
+    return {
+      fencingToken,
+      renew: async (signal) => {
+        const held = await this.script<number>('renew', [key, token, String(ttl)], signal);
+        if (held !== 1) {
+          throw new LockLostError(this.userKey(key), 'its key expired, was deleted or was taken over');
+        }
+      },
+      release: async (signal) => {
+        if (this.destroyed) return;
+        await this.script('unlock', [key, token], signal);
+      },
+    };
+  }
+
+  // ---- errors and closing ----
+
+  protected override _mapError(error: unknown, operation: string): KVError {
+    return this.mapRedisError(error, operation);
+  }
+
+  private mapRedisError(error: unknown, operation: string): KVError {
+    if (KVError.isInstance(error)) return error;
+    const { host, port } = this.settings;
+    const message = error instanceof Error ? error.message : String(error);
+    const where = `redis ${host}:${port}: ${operation} failed: ${message}`;
+    const code = replyCode(error);
+    if (isAuthError(error)) return new AuthenticationError(where, { cause: error });
+    if (code === 'NOPERM') {
+      return new PermissionDeniedError(`${where} (see the ACL this backend needs in its README)`, {
+        cause: error,
+      });
+    }
+    if (code === 'MOVED' || code === 'ASK' || code === 'CROSSSLOT' || code === 'CLUSTERDOWN') {
+      return new UnavailableError(`${where}: Redis Cluster is not supported yet`, { cause: error });
+    }
+    if (error instanceof ErrorReply && /DB index is out of range|invalid DB index/i.test(message)) {
+      return new InvalidArgumentError(`${where}: no such database number (db ${this.settings.db})`, {
+        cause: error,
+      });
+    }
+    if (this.destroyed && (error as Error)?.name === 'ClientClosedError') {
+      return new ClosedError(`the store was closed during ${operation}`, { cause: error });
+    }
+    return new UnavailableError(where, { cause: error });
+  }
+
+  protected async _close(): Promise<void> {
+    if (this.keepAliveTimer) clearTimeout(this.keepAliveTimer);
+    this.keepAliveTimer = undefined;
+    this.keepAliveKeys.clear();
+    this.hub?.close();
+    this.destroyClient();
+  }
+}
+
+function reconnectDelay(retries: number): number {
+  return Math.min(1_000, 50 * 2 ** Math.min(retries, 5)) + Math.floor(Math.random() * 50);
+}
+
+function tlsBytes(value: string | Uint8Array): string | Buffer {
+  return typeof value === 'string' ? value : bytes(value);
+}
