@@ -1,0 +1,224 @@
+import { createRequire } from 'node:module';
+import { AuthenticationError } from '@kv/core';
+import { castGrpcError, Etcd3, EtcdInvalidAuthTokenError, GRPCUnavailableError, type IOptions } from 'etcd3';
+import type { EtcdSettings } from './etcd-config.js';
+
+/*
+ * How the etcd3 client is set up, and the few places where its internals are
+ * adjusted (etcd3 is pinned to 1.1.2, whose internals these are):
+ *
+ * - Fault handling: etcd3's default circuit breaker stops calling a host for
+ *   5 s after three failures, which delays reconnecting after a restart, and
+ *   its global policy retries every call three times. Here a host is never
+ *   blocked, and a call is tried once per endpoint on UNAVAILABLE only.
+ * - Authentication: etcd3's authenticator opens a gRPC channel per token
+ *   request and never closes it, and with a fixed token it would retry a
+ *   rejected token forever. It is replaced by one that uses the host's own
+ *   channel, supports a fixed `token`, and gives up on a rejected one.
+ * - `tls.rejectUnauthorized: false` needs gRPC's verify options, which
+ *   etcd3's `credentials` option cannot pass.
+ */
+
+type Policy = NonNullable<NonNullable<IOptions['faultHandling']>['global']>;
+type PolicyContext = Parameters<Parameters<Policy['execute']>[0]>[0];
+type ChannelOptions = NonNullable<IOptions['grpcOptions']>;
+
+function makePolicy(execute: <T>(fn: (context: PolicyContext) => PromiseLike<T> | T) => Promise<T>): Policy {
+  const noEvent = () => ({ dispose() {} });
+  return { execute, onSuccess: noEvent, onFailure: noEvent } as unknown as Policy;
+}
+
+const context = (): PolicyContext => ({ signal: new AbortController().signal }) as PolicyContext;
+
+const passThrough = makePolicy(async (fn) => fn(context()));
+
+/** Tries a call on the next endpoint when one is unreachable, once per endpoint. */
+function tryEachHost(count: number): Policy {
+  return makePolicy(async (fn) => {
+    for (let attempt = 1; ; attempt++) {
+      try {
+        return await fn(context());
+      } catch (error) {
+        if (attempt >= count || !(error instanceof GRPCUnavailableError)) throw error;
+      }
+    }
+  });
+}
+
+// ---- the parts of @grpc/grpc-js used here, taken from etcd3's own copy ----
+
+interface GrpcMetadata {
+  set(key: string, value: string): void;
+}
+interface GrpcModule {
+  Metadata: new () => GrpcMetadata;
+  credentials: {
+    createSsl(
+      rootCerts?: Buffer | null,
+      privateKey?: Buffer | null,
+      certChain?: Buffer | null,
+      verifyOptions?: { rejectUnauthorized?: boolean; checkServerIdentity?: () => undefined },
+    ): unknown;
+  };
+}
+interface GrpcServiceClient {
+  authenticate(
+    request: { name: string; password: string },
+    metadata: GrpcMetadata,
+    options: { deadline: number },
+    callback: (error: Error | null, response?: { token: string }) => void,
+  ): void;
+}
+interface HostInternals {
+  channelCredentials: unknown;
+  getServiceClient(name: 'Auth'): GrpcServiceClient;
+}
+interface PoolInternals {
+  hosts: HostInternals[];
+  authenticator: unknown;
+}
+
+let grpcModule: GrpcModule | undefined;
+/** etcd3's own copy of @grpc/grpc-js: credentials and metadata must come from the copy that uses them. */
+function grpc(): GrpcModule {
+  if (!grpcModule) {
+    const require = createRequire(import.meta.url);
+    grpcModule = createRequire(require.resolve('etcd3'))('@grpc/grpc-js') as GrpcModule;
+  }
+  return grpcModule;
+}
+
+function poolOf(client: Etcd3): PoolInternals {
+  const pool = (client as unknown as { pool?: PoolInternals }).pool;
+  if (!pool || !Array.isArray(pool.hosts) || !('authenticator' in pool)) {
+    throw new Error('@kv/backend-etcd: unexpected etcd3 internals (this package needs etcd3 1.1.2)');
+  }
+  return pool;
+}
+
+/**
+ * Gets etcd auth tokens over the hosts' own channels (closed with the
+ * client), or hands out a fixed token. Plugged in as etcd3's authenticator.
+ */
+class Authenticator {
+  private pending: Promise<GrpcMetadata> | undefined;
+  private tokenRejected = false;
+
+  constructor(
+    private readonly pool: PoolInternals,
+    private readonly settings: EtcdSettings,
+  ) {}
+
+  getMetadata(): Promise<GrpcMetadata> {
+    const { Metadata } = grpc();
+    const { token, username, password } = this.settings;
+    if (token !== undefined) {
+      if (this.tokenRejected) {
+        return Promise.reject(new AuthenticationError('etcd rejected the auth token (invalid or expired)'));
+      }
+      const metadata = new Metadata();
+      metadata.set('token', token);
+      return Promise.resolve(metadata);
+    }
+    if (username === undefined || password === undefined) return Promise.resolve(new Metadata());
+    this.pending ??= this.authenticate(username, password).catch((error: unknown) => {
+      this.pending = undefined;
+      throw error;
+    });
+    return this.pending;
+  }
+
+  /** etcd3 calls this when the server says the token is invalid (expired simple token). */
+  invalidateMetadata(): void {
+    if (this.settings.token !== undefined) this.tokenRejected = true;
+    this.pending = undefined;
+  }
+
+  private async authenticate(name: string, password: string): Promise<GrpcMetadata> {
+    const { Metadata } = grpc();
+    const hosts = [...this.pool.hosts].sort(() => Math.random() - 0.5);
+    let lastError: unknown;
+    for (const host of hosts) {
+      try {
+        const token = await new Promise<string>((resolve, reject) => {
+          host
+            .getServiceClient('Auth')
+            .authenticate(
+              { name, password },
+              new Metadata(),
+              { deadline: Date.now() + this.settings.requestTimeout },
+              (error, response) => (error ? reject(castGrpcError(error)) : resolve(response?.token ?? '')),
+            );
+        });
+        const metadata = new Metadata();
+        metadata.set('token', token);
+        return metadata;
+      } catch (error) {
+        lastError = error;
+        // Wrong credentials are wrong on every member.
+        if (!(error instanceof GRPCUnavailableError)) throw error;
+      }
+    }
+    throw lastError;
+  }
+}
+
+/** A new etcd3 client for these settings. Nothing connects until the first call. */
+export function createClient(settings: EtcdSettings): Etcd3 {
+  const channelOptions: ChannelOptions = {
+    'grpc.max_send_message_length': settings.maxCallSendMessageSize,
+    'grpc.max_receive_message_length': settings.maxCallRecvMessageSize,
+    // Reconnect soon after a server comes back (gRPC's default backoff grows to 120 s).
+    'grpc.initial_reconnect_backoff_ms': 100,
+    'grpc.max_reconnect_backoff_ms': 2_000,
+    ...(settings.keepAliveTime > 0
+      ? {
+          'grpc.keepalive_time_ms': settings.keepAliveTime,
+          'grpc.keepalive_timeout_ms': settings.keepAliveTimeout,
+        }
+      : {}),
+    ...(settings.tls?.servername
+      ? {
+          'grpc.ssl_target_name_override': settings.tls.servername,
+          'grpc.default_authority': settings.tls.servername,
+        }
+      : {}),
+    ...settings.grpcOptions,
+  };
+  const tls = settings.tls;
+  const options: IOptions = {
+    hosts: settings.hosts,
+    grpcOptions: channelOptions,
+    defaultCallOptions: (call) => (call.isStream ? {} : { deadline: Date.now() + settings.requestTimeout }),
+    faultHandling: {
+      host: () => passThrough,
+      global: tryEachHost(settings.hosts.length),
+    },
+  };
+  if (tls && (tls.ca || tls.cert)) {
+    options.credentials = {
+      rootCertificate: tls.ca as Buffer,
+      ...(tls.key ? { privateKey: tls.key } : {}),
+      ...(tls.cert ? { certChain: tls.cert } : {}),
+    };
+  }
+  const client = new Etcd3(options);
+  const pool = poolOf(client);
+  if (tls && !tls.rejectUnauthorized) {
+    const credentials = grpc().credentials.createSsl(tls.ca ?? null, tls.key ?? null, tls.cert ?? null, {
+      rejectUnauthorized: false,
+      checkServerIdentity: () => undefined,
+    });
+    for (const host of pool.hosts) host.channelCredentials = credentials;
+  }
+  pool.authenticator = new Authenticator(pool, settings);
+  return client;
+}
+
+/** Makes the next call fetch a fresh auth token (after "invalid auth token" on a stream). */
+export function invalidateAuth(client: Etcd3): void {
+  const authenticator = poolOf(client).authenticator as Authenticator;
+  authenticator.invalidateMetadata();
+}
+
+export { EtcdInvalidAuthTokenError };

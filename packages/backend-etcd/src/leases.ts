@@ -1,0 +1,113 @@
+import { abortError } from '@kv/core';
+import { castGrpcError, type Etcd3 } from 'etcd3';
+import { num } from './etcd-keys.js';
+import { closeStream } from './watch-cursor.js';
+
+/**
+ * One keep-alive of a lease over a short LeaseKeepAlive stream, closed right
+ * after the answer: no long-lived stream keeps the process alive between
+ * renewals. Resolves to the lease's remaining TTL in seconds; 0 means the
+ * lease is gone (expired or revoked).
+ */
+export async function keepAliveOnce(client: Etcd3, id: string, signal: AbortSignal): Promise<number> {
+  if (signal.aborted) throw abortError(signal);
+  const stream = await client.leaseClient.leaseKeepAlive();
+  return new Promise<number>((resolve, reject) => {
+    let settled = false;
+    const finish = (outcome: () => void) => {
+      if (settled) return;
+      settled = true;
+      signal.removeEventListener('abort', onAbort);
+      closeStream(stream);
+      outcome();
+    };
+    const onAbort = () => finish(() => reject(abortError(signal)));
+    if (signal.aborted) return onAbort();
+    signal.addEventListener('abort', onAbort, { once: true });
+    stream.on('data', (response) => finish(() => resolve(num(response.TTL))));
+    stream.on('error', (error) => finish(() => reject(castGrpcError(error))));
+    stream.on('end', () => finish(() => reject(new Error('the lease keep-alive stream ended'))));
+    stream.write({ ID: id });
+  });
+}
+
+interface Kept {
+  readonly ttlSeconds: number;
+  readonly onLost: ((why: string) => void) | undefined;
+  timer: NodeJS.Timeout | undefined;
+  renewing: AbortController | undefined;
+}
+
+/**
+ * Keeps leases alive in the background: a keep-alive every ttl/3, retried
+ * every half second while the server cannot be reached. A lease the server
+ * says is gone is dropped and its `onLost` called. Timers never keep the
+ * process alive.
+ */
+export class LeaseKeeper {
+  private readonly kept = new Map<string, Kept>();
+  private stopped = false;
+
+  constructor(
+    private readonly client: Etcd3,
+    private readonly requestTimeout: number,
+  ) {}
+
+  add(id: string, ttlSeconds: number, onLost?: (why: string) => void): void {
+    if (this.stopped) return;
+    this.remove(id);
+    const entry: Kept = { ttlSeconds, onLost, timer: undefined, renewing: undefined };
+    this.kept.set(id, entry);
+    this.schedule(id, entry, (ttlSeconds * 1000) / 3);
+  }
+
+  has(id: string): boolean {
+    return this.kept.has(id);
+  }
+
+  remove(id: string): void {
+    const entry = this.kept.get(id);
+    if (!entry) return;
+    this.kept.delete(id);
+    if (entry.timer) clearTimeout(entry.timer);
+    entry.renewing?.abort();
+  }
+
+  ids(): string[] {
+    return [...this.kept.keys()];
+  }
+
+  stop(): void {
+    this.stopped = true;
+    for (const id of [...this.kept.keys()]) this.remove(id);
+  }
+
+  private schedule(id: string, entry: Kept, ms: number): void {
+    entry.timer = setTimeout(() => void this.renew(id, entry), Math.max(1, Math.floor(ms)));
+    entry.timer.unref();
+  }
+
+  private async renew(id: string, entry: Kept): Promise<void> {
+    if (this.kept.get(id) !== entry) return;
+    const attempt = new AbortController();
+    entry.renewing = attempt;
+    const timer = setTimeout(() => attempt.abort(), Math.min(this.requestTimeout, entry.ttlSeconds * 500));
+    timer.unref();
+    try {
+      const ttl = await keepAliveOnce(this.client, id, attempt.signal);
+      if (this.kept.get(id) !== entry) return;
+      if (ttl <= 0) {
+        this.kept.delete(id);
+        entry.onLost?.('the lease expired or was revoked');
+        return;
+      }
+      this.schedule(id, entry, (entry.ttlSeconds * 1000) / 3);
+    } catch {
+      if (this.kept.get(id) !== entry) return;
+      this.schedule(id, entry, Math.min(500, (entry.ttlSeconds * 1000) / 10));
+    } finally {
+      clearTimeout(timer);
+      if (entry.renewing === attempt) entry.renewing = undefined;
+    }
+  }
+}
