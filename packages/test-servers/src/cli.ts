@@ -157,7 +157,7 @@ function status(): number {
   if (priv.length > 0) {
     process.stdout.write(`private servers owned by test processes: ${priv.length}\n`);
     for (const r of priv) {
-      const orphan = !isAlive(r.owner, r.ownerStartTime || undefined);
+      const orphan = !isAlive(r.owner, r.ownerStartTime);
       process.stdout.write(
         `  ${r.name.padEnd(22)} pid ${r.pid} owner ${r.owner}${orphan ? ' (ORPHANED)' : ''}\n`,
       );

@@ -13,6 +13,7 @@ export {
   type ConsulOptions,
   type EtcdHandle,
   type EtcdOptions,
+  type InternalOptions,
   type LaunchOptions,
   launch,
   launchConsul,
@@ -34,6 +35,7 @@ export {
   type ServerName,
 } from './names.js';
 export { freePorts, redisCommands, tcpOpen, zkFourLetter, zkMode } from './probes.js';
+export { type RegistryEntry, reapOrphanedServers } from './proc.js';
 export {
   type ServerAvailability,
   type ServerForOptions,

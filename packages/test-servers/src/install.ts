@@ -269,7 +269,7 @@ async function fetchAndUnpack(components: Component[], log: Log): Promise<void> 
   prepareAptDir(aptDir);
   const opts = aptOptions(aptDir);
   const update = async (): Promise<void> => {
-    log('apt-get update (private state in compose/.cache/apt)');
+    log(`apt-get update (private apt state in ${aptDir})`);
     const r = await run('apt-get', [...opts, '-q', 'update']);
     if (r.code !== 0) throw new Error(`apt-get update failed (exit ${r.code}):\n${r.out.slice(-3000)}`);
   };
@@ -311,7 +311,7 @@ async function fetchAndUnpack(components: Component[], log: Log): Promise<void> 
     );
     rmSync(optDir(c), { recursive: true, force: true });
     renameSync(tmp, optDir(c));
-    log(`unpacked ${c} into compose/.cache/opt/${c}`);
+    log(`unpacked ${c} into ${optDir(c)}`);
   }
 }
 

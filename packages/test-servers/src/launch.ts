@@ -260,12 +260,13 @@ export class Member implements ServerHandle {
     this.#pid = child.pid;
     this.#startTime = procStartTime(child.pid);
     const owner = this.#opts.owner ?? process.pid;
+    const ownerStartTime = owner !== 0 ? procStartTime(owner) : undefined;
     registerProcess({
       pid: child.pid,
       name: spec.name,
       owner,
       ...(this.#startTime ? { startTime: this.#startTime } : {}),
-      ...(owner !== 0 ? { ownerStartTime: procStartTime(owner) ?? '' } : {}),
+      ...(ownerStartTime ? { ownerStartTime } : {}),
       ...(this.#opts.removeDir ? { removeDir: this.#opts.removeDir } : {}),
     });
   }
@@ -517,10 +518,13 @@ export interface ClusterOptions {
   log?: Log;
 }
 
-/** For the CLI: where to put things and whether the servers outlive this process. */
+/** Advanced (the CLI uses it): where to put a server's files and whether it outlives this process. */
 export interface InternalOptions {
+  /** Folder for data, logs and config (kept). Default: a throwaway folder under os.tmpdir(). */
   baseDir?: string;
+  /** Own session, outliving this process (no parent-death signal, no exit hook). */
   detached?: boolean;
+  /** PID recorded as the owner in compose/.run/procs (0: shared, only `cli down` stops it). */
   owner?: number;
 }
 

@@ -203,3 +203,9 @@ export async function reapRegistered(opts: { all?: boolean } = {}): Promise<Regi
   );
   return victims;
 }
+
+/** Stops servers whose owning process died without stopping them (e.g. a test worker killed by a
+ * signal) and deletes their throwaway directories. Returns what it stopped. */
+export function reapOrphanedServers(): Promise<RegistryEntry[]> {
+  return reapRegistered();
+}

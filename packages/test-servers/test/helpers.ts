@@ -1,3 +1,5 @@
+import { createRequire } from 'node:module';
+
 /** Rejects if `p` does not settle within `ms`: every wait in these tests is bounded. */
 export function within<T>(ms: number, what: string, p: Promise<T>): Promise<T> {
   let timer: NodeJS.Timeout | undefined;
@@ -18,7 +20,6 @@ export function deferred<T>(): { promise: Promise<T>; resolve: (v: T) => void } 
 
 // `zookeeper` declares an ambient `export =` module that TypeScript only lets ESM default-import
 // with allowSyntheticDefaultImports: load it through require instead (it is CommonJS anyway).
-import { createRequire } from 'node:module';
 
 export type ZooKeeperClass = typeof import('zookeeper');
 export type ZooKeeperClient = InstanceType<ZooKeeperClass>;
