@@ -632,7 +632,7 @@ export class RedisStore extends BaseStore {
     const where = `redis ${host}:${port}: ${operation} failed: ${message}`;
     const code = replyCode(error);
     if (isAuthError(error)) return new AuthenticationError(where, { cause: error });
-    if (code === 'NOPERM') {
+    if (code === 'NOPERM' || (error instanceof ErrorReply && /user executing the script can't/i.test(message))) {
       return new PermissionDeniedError(`${where} (see the ACL this backend needs in its README)`, {
         cause: error,
       });
