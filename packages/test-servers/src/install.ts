@@ -329,11 +329,12 @@ export async function ensureInstalled<C extends Component>(
 ): Promise<Pick<Bins, C>> {
   const out = {} as Pick<Bins, C>;
   const usePath = process.env.KV_TEST_SERVERS_USE_PATH === '1' || !which('apt-get');
+  const usePathWhy = process.env.KV_TEST_SERVERS_USE_PATH === '1' ? 'KV_TEST_SERVERS_USE_PATH=1' : 'there is no apt-get';
   const need: C[] = [];
   for (const c of components) {
     if (usePath) {
       const b = binsFromPath(c);
-      if (!b) throw new Error(`${c}: not found on PATH (and no apt-get to fetch it)`);
+      if (!b) throw new Error(`${c}: not found on PATH (used because ${usePathWhy})`);
       out[c] = b as Bins[C];
     } else if (!isInstalled(c)) {
       need.push(c);
