@@ -329,7 +329,8 @@ export async function ensureInstalled<C extends Component>(
 ): Promise<Pick<Bins, C>> {
   const out = {} as Pick<Bins, C>;
   const usePath = process.env.KV_TEST_SERVERS_USE_PATH === '1' || !which('apt-get');
-  const usePathWhy = process.env.KV_TEST_SERVERS_USE_PATH === '1' ? 'KV_TEST_SERVERS_USE_PATH=1' : 'there is no apt-get';
+  const usePathWhy =
+    process.env.KV_TEST_SERVERS_USE_PATH === '1' ? 'KV_TEST_SERVERS_USE_PATH=1' : 'there is no apt-get';
   const need: C[] = [];
   for (const c of components) {
     if (usePath) {
