@@ -74,7 +74,9 @@ function splitEndpoint(endpoint: string): { host: string; port: number } {
   const scheme = /^([a-z][a-z0-9+.-]*):\/\//i.exec(text);
   if (scheme) {
     if (!/^rediss?$/i.test(scheme[1] as string)) {
-      throw new InvalidArgumentError(`endpoint ${JSON.stringify(endpoint)}: expected host:port or redis://host:port`);
+      throw new InvalidArgumentError(
+        `endpoint ${JSON.stringify(endpoint)}: expected host:port or redis://host:port`,
+      );
     }
     text = text.slice(scheme[0].length).replace(/\/.*$/, '');
   }
@@ -90,7 +92,8 @@ function splitEndpoint(endpoint: string): { host: string; port: number } {
 
 function bool(value: unknown, name: string, fallback: boolean): boolean {
   if (value === undefined) return fallback;
-  if (typeof value !== 'boolean') throw new InvalidArgumentError(`${name} must be a boolean, got ${JSON.stringify(value)}`);
+  if (typeof value !== 'boolean')
+    throw new InvalidArgumentError(`${name} must be a boolean, got ${JSON.stringify(value)}`);
   return value;
 }
 
@@ -98,7 +101,9 @@ function tlsOf(value: unknown): TlsOptions | undefined {
   if (value === undefined || value === false) return undefined;
   if (value === true) return {};
   if (typeof value !== 'object' || value === null || Array.isArray(value)) {
-    throw new InvalidArgumentError('tls must be true, false or an object of { ca, cert, key, servername, rejectUnauthorized }');
+    throw new InvalidArgumentError(
+      'tls must be true, false or an object of { ca, cert, key, servername, rejectUnauthorized }',
+    );
   }
   const allowed = new Set(['ca', 'cert', 'key', 'servername', 'rejectUnauthorized']);
   const unknown = Object.keys(value).filter((k) => !allowed.has(k));

@@ -172,7 +172,12 @@ export const SCRIPT_SHA = createHash('sha1').update(SCRIPT).digest('hex');
 export const INLINE_LIMIT = 64 * 1024;
 
 export type Change =
-  | { readonly type: 'put'; readonly seq: number; readonly key: string; readonly value: Uint8Array | undefined }
+  | {
+      readonly type: 'put';
+      readonly seq: number;
+      readonly key: string;
+      readonly value: Uint8Array | undefined;
+    }
   | { readonly type: 'delete'; readonly seq: number; readonly key: string }
   | { readonly type: 'tree'; readonly seq: number; readonly key: string };
 

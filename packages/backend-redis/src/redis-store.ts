@@ -99,7 +99,8 @@ function isAuthError(error: unknown): boolean {
   return (
     code === 'WRONGPASS' ||
     code === 'NOAUTH' ||
-    (error instanceof ErrorReply && /invalid (username-)?password|AUTH .* without any password/i.test(error.message))
+    (error instanceof ErrorReply &&
+      /invalid (username-)?password|AUTH .* without any password/i.test(error.message))
   );
 }
 
@@ -275,7 +276,11 @@ export class RedisStore extends BaseStore {
   }
 
   protected async _put(key: string, value: Uint8Array, options: PrimitiveWriteOptions): Promise<void> {
-    await this.script('put', [key, bytes(value), String(options.ttl ?? 0), this.owner(options)], options.signal);
+    await this.script(
+      'put',
+      [key, bytes(value), String(options.ttl ?? 0), this.owner(options)],
+      options.signal,
+    );
     this.trackKeepAlive(key, options);
   }
 
@@ -408,7 +413,6 @@ export class RedisStore extends BaseStore {
   private getHub(): Hub {
     this.assertOpen();
     if (!this.hub) {
-      const store = this;
       const names = this.names;
       const host: HubHost = {
         channel: names.channel,
@@ -422,7 +426,7 @@ export class RedisStore extends BaseStore {
         newSubscriber: () => {
           const sub = createClient(
             this.clientOptions((retries, cause) => {
-              if (store.closed || isAuthError(cause) || replyCode(cause) === 'NOPERM') return false;
+              if (this.closed || isAuthError(cause) || replyCode(cause) === 'NOPERM') return false;
               return reconnectDelay(retries);
             }),
           );
@@ -578,7 +582,11 @@ export class RedisStore extends BaseStore {
         feed?.clear();
         let reply: [number, number];
         try {
-          reply = await this.script<[number, number]>('lock', [key, token, String(ttl), bytes(value)], signal);
+          reply = await this.script<[number, number]>(
+            'lock',
+            [key, token, String(ttl), bytes(value)],
+            signal,
+          );
         } catch (error) {
           const mapped = this.mapRedisError(error, wait ? 'lock' : 'tryLock');
           if (!feed || signal.aborted || !UnavailableError.isInstance(mapped)) throw mapped;
@@ -632,7 +640,10 @@ export class RedisStore extends BaseStore {
     const where = `redis ${host}:${port}: ${operation} failed: ${message}`;
     const code = replyCode(error);
     if (isAuthError(error)) return new AuthenticationError(where, { cause: error });
-    if (code === 'NOPERM' || (error instanceof ErrorReply && /user executing the script can't/i.test(message))) {
+    if (
+      code === 'NOPERM' ||
+      (error instanceof ErrorReply && /user executing the script can't/i.test(message))
+    ) {
       return new PermissionDeniedError(`${where} (see the ACL this backend needs in its README)`, {
         cause: error,
       });

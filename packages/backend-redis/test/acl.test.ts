@@ -1,9 +1,4 @@
-import {
-  AuthenticationError,
-  createStore,
-  PermissionDeniedError,
-  type Store,
-} from '@kv/core';
+import { AuthenticationError, createStore, PermissionDeniedError, type Store } from '@kv/core';
 import { afterAll, describe, expect, it } from 'vitest';
 import '../src/index.js';
 import { privateRedis, text, within } from './helpers.js';
@@ -30,7 +25,19 @@ describe.skipIf(skip !== false)('redis ACL users and passwords', () => {
       ['AUTH', 'admin-pw'],
       // Everything the backend needs: its keys, its channel and the keyevent channels, scripts, pub/sub.
       ['ACL', 'SETUSER', 'app', 'on', '>app-pw', '~{kv}:*', '&{kv}:*', '&__keyevent@*', '+@all'],
-      ['ACL', 'SETUSER', 'reader', 'on', '>reader-pw', '~*', '&*', '+@read', '+@connection', '+evalsha', '+eval'],
+      [
+        'ACL',
+        'SETUSER',
+        'reader',
+        'on',
+        '>reader-pw',
+        '~*',
+        '&*',
+        '+@read',
+        '+@connection',
+        '+evalsha',
+        '+eval',
+      ],
     );
     expect(replies).toEqual(['+OK', '+OK', '+OK']);
   });
@@ -51,7 +58,9 @@ describe.skipIf(skip !== false)('redis ACL users and passwords', () => {
   });
 
   it('a wrong password is AuthenticationError, for an ACL user and for the default user', async () => {
-    await expect(open({ username: 'app', password: 'nope' })).rejects.toSatisfy(AuthenticationError.isInstance);
+    await expect(open({ username: 'app', password: 'nope' })).rejects.toSatisfy(
+      AuthenticationError.isInstance,
+    );
     await expect(open({ password: 'nope' })).rejects.toSatisfy(AuthenticationError.isInstance);
     await expect(createStore(`redis://app:nope@${endpoint}/x`)).rejects.toSatisfy(
       AuthenticationError.isInstance,

@@ -92,9 +92,11 @@ describe('redis URLs and options', () => {
     const hole = await blackhole();
     try {
       const t0 = Date.now();
-      const error = await createStore({ backend: 'redis', endpoints: [hole.endpoint], connectTimeout: 400 }).catch(
-        (e: unknown) => e,
-      );
+      const error = await createStore({
+        backend: 'redis',
+        endpoints: [hole.endpoint],
+        connectTimeout: 400,
+      }).catch((e: unknown) => e);
       expect(UnavailableError.isInstance(error), String(error)).toBe(true);
       expect(Date.now() - t0).toBeLessThan(400 + 1_000);
     } finally {
