@@ -69,9 +69,10 @@ export function parseRedisUrl(url: string): StoreConfig {
   return config as StoreConfig;
 }
 
-function splitEndpoint(endpoint: string): { host: string; port: number } {
+function splitEndpoint(endpoint: string): { host: string; port: number; tls: boolean } {
   let text = endpoint.trim();
   const scheme = /^([a-z][a-z0-9+.-]*):\/\//i.exec(text);
+  const tls = scheme !== null && (scheme[1] as string).toLowerCase() === 'rediss';
   if (scheme) {
     if (!/^rediss?$/i.test(scheme[1] as string)) {
       throw new InvalidArgumentError(
@@ -87,7 +88,7 @@ function splitEndpoint(endpoint: string): { host: string; port: number } {
   if (!Number.isInteger(port) || port < 1 || port > 65_535) {
     throw new InvalidArgumentError(`endpoint ${JSON.stringify(endpoint)}: bad port`);
   }
-  return { host, port };
+  return { host, port, tls };
 }
 
 function bool(value: unknown, name: string, fallback: boolean): boolean {
@@ -119,7 +120,7 @@ export function redisSettings(config: ResolvedConfig & RedisOptions): RedisSetti
       `the redis backend takes one endpoint (a single node, or the Sentinel-managed primary), got ${endpoints.length}; Redis Cluster is not supported yet`,
     );
   }
-  const { host, port } = splitEndpoint(endpoints[0] as string);
+  const { host, port, tls: secureEndpoint } = splitEndpoint(endpoints[0] as string);
   const db = config.db ?? 0;
   if (typeof db !== 'number' || !Number.isSafeInteger(db) || db < 0) {
     throw new InvalidArgumentError(`db must be a database number (0, 1, ...), got ${JSON.stringify(db)}`);
@@ -133,7 +134,8 @@ export function redisSettings(config: ResolvedConfig & RedisOptions): RedisSetti
   if (config.token !== undefined) {
     throw new InvalidArgumentError('the redis backend takes username/password, not a token');
   }
-  const tls = tlsOf(config.tls);
+  // A rediss:// endpoint turns TLS on unless `tls` says otherwise.
+  const tls = tlsOf(config.tls ?? (secureEndpoint ? true : undefined));
   return {
     host,
     port,
