@@ -1,6 +1,7 @@
 import { randomUUID } from 'node:crypto';
 import { resolve } from 'node:path';
 import {
+  abortError,
   type AcquiredLock,
   type AcquireRequest,
   BaseStore,
@@ -512,6 +513,7 @@ export class SqliteStore extends BaseStore {
     const release = request.wait ? this.notifier.hold() : () => {};
     try {
       for (;;) {
+        if (signal.aborted) throw abortError(signal);
         const seen = this.notifier.generation;
         const outcome = this.write((now) => {
           const row = this.stmt.lockRow.get({ key });

@@ -305,7 +305,7 @@ export abstract class BaseStore implements Store {
     if (!this.closePromise) {
       this.closeController.abort(new ClosedError());
       this.closePromise = (async () => {
-        const releases = [...this.locks].map((lock) => lock.unlock().catch(() => {}));
+        const releases = [...this.locks].map((lock) => lock.settle().catch(() => {}));
         await Promise.all(releases);
         await this._close();
       })();
@@ -364,7 +364,11 @@ export abstract class BaseStore implements Store {
   }
 
   private readOptions(options: ReadOptions | undefined, signal: AbortSignal): PrimitiveReadOptions {
-    return { signal, consistent: options?.consistent === true };
+    const consistent = options?.consistent === true;
+    if (consistent && !this.capabilities.consistentRead) {
+      throw new NotSupportedError(this.backend, 'consistent reads');
+    }
+    return { signal, consistent };
   }
 
   private writeOptions(options: WriteOptions | undefined, signal: AbortSignal): PrimitiveWriteOptions {

@@ -52,6 +52,7 @@ export class StoreLock implements Lock {
   private readonly host: LockHost;
   private held: Hold | undefined;
   private busy = false;
+  private pending: Promise<unknown> | undefined;
 
   constructor(host: LockHost, key: string, fullKey: string, value: Uint8Array, ttl: number) {
     this.host = host;
@@ -69,7 +70,13 @@ export class StoreLock implements Lock {
     return this.take(false, options);
   }
 
-  private async take(wait: boolean, options?: LockCallOptions): Promise<LockLease | null> {
+  private take(wait: boolean, options?: LockCallOptions): Promise<LockLease | null> {
+    const taking = this.acquire(wait, options);
+    this.pending = taking;
+    return taking;
+  }
+
+  private async acquire(wait: boolean, options?: LockCallOptions): Promise<LockLease | null> {
     this.host.assertOpen();
     const user = options?.signal;
     if (user?.aborted) throw abortError(user);
@@ -79,6 +86,8 @@ export class StoreLock implements Lock {
       );
     }
     this.busy = true;
+    // Tracked while acquiring too, so close() waits for this attempt to settle.
+    this.host.track(this);
     const controller = new AbortController();
     const onUser = () => controller.abort(user?.reason);
     const onClose = () => controller.abort(this.host.closing.reason);
@@ -101,9 +110,17 @@ export class StoreLock implements Lock {
         },
       });
       if (!acquired) return null;
+      if (controller.signal.aborted) {
+        // Won the race against an abort, a close or the timeout: give it straight back.
+        const giveBack = new AbortController();
+        const bound = setTimeout(() => giveBack.abort(), this.host.requestTimeout);
+        bound.unref?.();
+        await acquired.release(giveBack.signal).catch(() => {});
+        clearTimeout(bound);
+        throw new Error('aborted after acquiring');
+      }
       hold = new Hold(this, acquired, this.ttl, this.host);
       this.held = hold;
-      this.host.track(this);
       hold.start();
       if (lostEarly) hold.lose(lostEarly.reason, lostEarly.cause);
       return hold.lease;
@@ -111,18 +128,22 @@ export class StoreLock implements Lock {
       if (user?.aborted) throw abortError(user);
       this.host.assertOpen();
       if (controller.signal.aborted && !wait) {
-        throw this.host.mapError(
-          new Error(`tryLock timed out after ${this.host.requestTimeout} ms`),
-          'tryLock',
-        );
+        throw this.host.mapError(new Error(`tryLock timed out after ${this.host.requestTimeout} ms`), 'tryLock');
       }
       throw KVError.isInstance(error) ? error : this.host.mapError(error, wait ? 'lock' : 'tryLock');
     } finally {
       this.busy = false;
+      if (!this.held) this.host.untrack(this);
       if (timer) clearTimeout(timer);
       user?.removeEventListener('abort', onUser);
       this.host.closing.removeEventListener('abort', onClose);
     }
+  }
+
+  /** For close(): lets an acquisition in flight settle (it is aborted by the close), then releases. */
+  async settle(): Promise<void> {
+    await this.pending?.catch(() => {});
+    await this.unlock();
   }
 
   async unlock(): Promise<void> {
