@@ -28,7 +28,7 @@ const STILL_WAITING_MS = 300;
 export function lockCases(define: Define): void {
   define(
     'lock, unlock and lock again with the same object; get returns the lock value while held; absent after unlock',
-    { rows: ['lock', 'get'], requires: 'lock' },
+    { rows: ['lock'], requires: 'lock' },
     async (t) => {
       const lock = t.store.newLock('locks/a', { value: 'owner-1', ttl: t.settings.lockTtl });
       expect(lock.key).toBe('locks/a');
@@ -57,16 +57,12 @@ export function lockCases(define: Define): void {
     },
   );
 
-  define(
-    'a lock without a value holds an empty value',
-    { rows: ['lock', 'get'], requires: 'lock' },
-    async (t) => {
-      const lock = t.store.newLock('locks/empty', { ttl: t.settings.lockTtl });
-      await lock.lock();
-      expect((await t.store.get('locks/empty')).value.byteLength).toBe(0);
-      await lock.unlock();
-    },
-  );
+  define('a lock without a value holds an empty value', { rows: ['lock'], requires: 'lock' }, async (t) => {
+    const lock = t.store.newLock('locks/empty', { ttl: t.settings.lockTtl });
+    await lock.lock();
+    expect((await t.store.get('locks/empty')).value.byteLength).toBe(0);
+    await lock.unlock();
+  });
 
   define(
     'a second locker waits while the first holds and gets the lock promptly after unlock(); tryLock gives null meanwhile',
@@ -113,7 +109,7 @@ export function lockCases(define: Define): void {
 
   define(
     'closing the holder store releases its lock at once; lost aborts',
-    { rows: ['lock', 'close'], requires: 'lock' },
+    { rows: ['lock'], requires: 'lock' },
     async (t) => {
       const [one, two] = (await t.openMany(2)) as [Store, Store];
       const ttl = t.settings.lockTtl;
@@ -189,7 +185,7 @@ export function lockCases(define: Define): void {
 
   define(
     `${LOCK_WORKERS} workers x ${LOCK_ROUNDS} plain read-increment-write cycles under the lock end at exactly ${LOCK_WORKERS * LOCK_ROUNDS}`,
-    { rows: ['lock', 'get', 'put'], requires: 'lock', timeout: () => 120_000 },
+    { rows: ['lock'], requires: 'lock', timeout: () => 120_000 },
     async (t) => {
       const workers = await t.openMany(LOCK_WORKERS);
       await t.store.put('counter', '0');
@@ -226,13 +222,12 @@ export function lockCases(define: Define): void {
 
   define(
     'helper keys never show in list or watchTree while locks are held and waited for',
-    { rows: ['lock', 'list'], requires: 'lock', timeout: () => 60_000 },
+    { rows: ['lock'], requires: 'lock', timeout: () => 60_000 },
     async (t) => {
       const [one, two, three] = (await t.openMany(3)) as [Store, Store, Store];
       const ttl = t.settings.lockTtl;
       await t.store.put('jobs/data', 'd');
       const trees = t.caps.watchTree ? [t.watchTree(t.store, ''), t.watchTree(t.store, 'jobs')] : [];
-      if (trees.length > 0) t.tag('watchTree');
       for (const tree of trees) await tree.next();
       const allowed = new Set(['jobs/data', 'jobs/lock', 'jobs/marker']);
       const lock = one.newLock('jobs/lock', { ttl, value: 'held' });

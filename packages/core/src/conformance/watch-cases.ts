@@ -1,5 +1,5 @@
 import { expect } from 'vitest';
-import { ClosedError, type KVPair, NotSupportedError } from '../index.js';
+import { ClosedError, type KVPair, NotSupportedError, type TreeEvent } from '../index.js';
 import { type Define, expectKVError, expectPair, format, keys, range, snapshot, text } from './harness.js';
 
 export function watchCases(define: Define): void {
@@ -183,6 +183,10 @@ export function watchCases(define: Define): void {
       const state: Record<string, string> = { 'burst/k0': 'init' };
       states.push({ ...state });
       expect(snapshot((await w.next()).pairs)).toEqual(states[0]);
+      // Read while writing, so intermediate listings reach the reader instead of being merged away.
+      const end = 'burst/zz-end';
+      const reading = w.until((e) => e.pairs.some((p) => p.key === end));
+      reading.catch(() => {});
       for (const i of range(30)) {
         const key = `burst/k${i % 5}`;
         if (i % 7 === 6) {
@@ -199,9 +203,15 @@ export function watchCases(define: Define): void {
         }
         states.push({ ...state });
       }
-      const final = await writer.list('burst');
+      await writer.put(end, 'end');
+      state[end] = 'end';
+      states.push({ ...state });
+      const events = await reading;
+      expect(
+        same((events.at(-1) as TreeEvent).pairs, await writer.list('burst')),
+        'the last event is the final listing',
+      ).toBe(true);
       let position = 0;
-      const events = await w.until((e) => same(e.pairs, final));
       for (const event of events) {
         const seen = snapshot(event.pairs);
         let found = -1;
