@@ -1,3 +1,4 @@
+import { setMaxListeners } from 'node:events';
 import { runBounded } from './call.js';
 import { Channel } from './channel.js';
 import {
@@ -97,6 +98,8 @@ export abstract class BaseStore implements Store {
     this.prefix = normalizeKey(options.prefix, true);
     this.requestTimeout = options.requestTimeout;
     this.minTtlSetting = options.minTtlSetting;
+    // Every call in flight listens on it: many concurrent calls are normal, not a leak.
+    setMaxListeners(0, this.closeController.signal);
     (this.lockHost as { requestTimeout: number }).requestTimeout = options.requestTimeout;
   }
 
