@@ -1,3 +1,4 @@
+import { type AddressInfo, connect, createServer, type Server, type Socket } from 'node:net';
 import { type EtcdHandle, type EtcdOptions, launchEtcd, serverFor } from '@kv/test-servers';
 import { EtcdStore, openEtcd, type EtcdOptions as StoreOptions } from '../src/index.js';
 
@@ -51,3 +52,69 @@ export function within<T>(promise: Promise<T>, ms: number, what: string): Promis
 export const text = (value: Uint8Array): string => new TextDecoder().decode(value);
 
 export { EtcdStore };
+
+/**
+ * A TCP proxy on 127.0.0.1 in front of one endpoint, which a test can cut
+ * (every connection dropped, new ones refused) and restore: a lost
+ * connection for one client while the server and other clients go on.
+ */
+export class CuttableProxy {
+  private server: Server | undefined;
+  private readonly sockets = new Set<Socket>();
+  port = 0;
+
+  constructor(private readonly upstream: string) {}
+
+  get endpoint(): string {
+    return `127.0.0.1:${this.port}`;
+  }
+
+  async start(): Promise<void> {
+    const [host, port] = this.upstream.split(':') as [string, string];
+    const server = createServer((client) => {
+      const upstream = connect(Number(port), host);
+      for (const socket of [client, upstream]) {
+        this.sockets.add(socket);
+        socket.on('close', () => this.sockets.delete(socket));
+        socket.on('error', () => {});
+      }
+      client.pipe(upstream).pipe(client);
+      client.on('close', () => upstream.destroy());
+      upstream.on('close', () => client.destroy());
+    });
+    await new Promise<void>((resolve, reject) => {
+      server.once('error', reject);
+      server.listen(this.port, '127.0.0.1', () => resolve());
+    });
+    this.port = (server.address() as AddressInfo).port;
+    this.server = server;
+  }
+
+  /** Drops every connection and refuses new ones until `start()`. */
+  async cut(): Promise<void> {
+    const server = this.server;
+    this.server = undefined;
+    for (const socket of this.sockets) socket.destroy();
+    if (server) await new Promise<void>((resolve) => server.close(() => resolve()));
+  }
+
+  async close(): Promise<void> {
+    await this.cut();
+  }
+}
+
+/** Pulls from an async iterator with a bound per item. */
+export class Pull<T> {
+  private readonly iterator: AsyncIterator<T>;
+  constructor(iterable: AsyncIterable<T>) {
+    this.iterator = iterable[Symbol.asyncIterator]();
+  }
+  async next(ms = 15_000, what = 'the next event'): Promise<T> {
+    const result = await within(this.iterator.next(), ms, what);
+    if (result.done) throw new Error(`the iterator ended while waiting for ${what}`);
+    return result.value;
+  }
+  async stop(): Promise<void> {
+    await this.iterator.return?.();
+  }
+}
