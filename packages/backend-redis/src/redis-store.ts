@@ -588,6 +588,10 @@ export class RedisStore extends BaseStore {
             signal,
           );
         } catch (error) {
+          if (signal.aborted) {
+            // The script may have run before the abort: free what this token may hold.
+            this.script('unlock', [key, token], AbortSignal.timeout(this.requestTimeout)).catch(() => {});
+          }
           const mapped = this.mapRedisError(error, wait ? 'lock' : 'tryLock');
           if (!feed || signal.aborted || !UnavailableError.isInstance(mapped)) throw mapped;
           await delay(backoff(attempt++, 50, 2_000), signal);
