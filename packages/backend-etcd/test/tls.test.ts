@@ -1,0 +1,141 @@
+import { execFileSync } from 'node:child_process';
+import { mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { createStore, type Store, UnavailableError } from '@kv/core';
+import { afterAll, describe, expect, it } from 'vitest';
+import { openEtcd } from '../src/index.js';
+import { privateEtcd, text } from './helpers.js';
+
+/** A throwaway CA, a server cert for 127.0.0.1 (and etcd.test), a client cert, and a second, unrelated CA. */
+function makeCertificates(dir: string): Record<'ca' | 'serverCert' | 'serverKey' | 'clientCert' | 'clientKey' | 'otherCa', string> {
+  const file = (name: string) => join(dir, name);
+  const openssl = (...args: string[]) => execFileSync('openssl', args, { cwd: dir, stdio: 'pipe' });
+  const ec = ['-newkey', 'ec', '-pkeyopt', 'ec_paramgen_curve:prime256v1', '-nodes'];
+  openssl('req', '-x509', ...ec, '-keyout', 'ca.key', '-out', 'ca.crt', '-days', '2', '-subj', '/CN=kv test CA');
+  openssl('req', '-x509', ...ec, '-keyout', 'other.key', '-out', 'other.crt', '-days', '2', '-subj', '/CN=other CA');
+  const sign = (name: string, cn: string, ext: string) => {
+    writeFileSync(file(`${name}.ext`), ext);
+    openssl('req', ...ec, '-keyout', `${name}.key`, '-out', `${name}.csr`, '-subj', `/CN=${cn}`);
+    openssl(
+      'x509', '-req', '-in', `${name}.csr`, '-CA', 'ca.crt', '-CAkey', 'ca.key', '-CAcreateserial',
+      '-out', `${name}.crt`, '-days', '2', '-extfile', `${name}.ext`,
+    );
+  };
+  sign('server', '127.0.0.1', 'subjectAltName=IP:127.0.0.1,DNS:etcd.test\nextendedKeyUsage=serverAuth,clientAuth\n');
+  sign('client', 'root', 'extendedKeyUsage=clientAuth\n');
+  return {
+    ca: file('ca.crt'),
+    serverCert: file('server.crt'),
+    serverKey: file('server.key'),
+    clientCert: file('client.crt'),
+    clientKey: file('client.key'),
+    otherCa: file('other.crt'),
+  };
+}
+
+const dir = mkdtempSync(join(tmpdir(), 'kv-etcd-tls-'));
+let files: ReturnType<typeof makeCertificates> | undefined;
+let made: string | false = false;
+try {
+  files = makeCertificates(dir);
+} catch (error) {
+  made = `openssl could not make the test certificates: ${(error as Error).message}`;
+  if (process.env.CI === 'true') throw new Error(made, { cause: error });
+}
+
+// A private etcd serving clients over TLS only, and asking them for a certificate of the test CA.
+const launched = files
+  ? await privateEtcd('TLS tests', {
+      tls: {
+        certFile: files.serverCert,
+        keyFile: files.serverKey,
+        caFile: files.ca,
+        clientCertAuth: true,
+        clientCertFile: files.clientCert,
+        clientKeyFile: files.clientKey,
+      },
+    })
+  : { server: undefined, skip: made as string };
+
+describe.skipIf(launched.skip !== false)('etcd over TLS with a client certificate', () => {
+  const f = files as NonNullable<typeof files>;
+  const endpoint = launched.server?.endpoints[0] as string;
+  const stores: Store[] = [];
+  const pem = (path: string) => readFileSync(path, 'utf8');
+  const keep = (store: Store) => {
+    stores.push(store);
+    return store;
+  };
+
+  afterAll(async () => {
+    await Promise.allSettled(stores.map((s) => s.close()));
+    await launched.server?.dispose();
+    rmSync(dir, { recursive: true, force: true });
+  });
+
+  it('connects with the CA and a client certificate given as PEM text', async () => {
+    const store = keep(
+      await openEtcd({
+        endpoints: [endpoint],
+        prefix: 'tls',
+        tls: { ca: pem(f.ca), cert: pem(f.clientCert), key: pem(f.clientKey) },
+      }),
+    );
+    await store.put('k', 'over tls');
+    expect(text((await store.get('k')).value)).toBe('over tls');
+    const watch = store.watch('k')[Symbol.asyncIterator]();
+    expect(text(((await watch.next()).value as { value: Uint8Array }).value)).toBe('over tls');
+    await watch.return?.();
+  });
+
+  it('connects by URL: etcds:// or ?tls=true, with the files as options', async () => {
+    const query = `caFile=${encodeURIComponent(f.ca)}&certFile=${encodeURIComponent(f.clientCert)}&keyFile=${encodeURIComponent(f.clientKey)}`;
+    const a = keep(await createStore(`etcds://${endpoint}/tls?${query}`));
+    expect(text((await a.get('k')).value)).toBe('over tls');
+    const b = keep(await createStore(`etcd://${endpoint}/tls?${query}&requestTimeout=3000`));
+    expect(text((await b.get('k')).value)).toBe('over tls');
+    const c = keep(
+      await openEtcd({
+        endpoints: [`https://${endpoint}`],
+        prefix: 'tls',
+        caFile: f.ca,
+        certFile: f.clientCert,
+        keyFile: f.clientKey,
+      }),
+    );
+    expect(text((await c.get('k')).value)).toBe('over tls');
+  });
+
+  it('checks the server name, which servername can set', async () => {
+    const base = { endpoints: [endpoint], prefix: 'tls', caFile: f.ca, certFile: f.clientCert, keyFile: f.clientKey };
+    const named = keep(await openEtcd({ ...base, tls: { servername: 'etcd.test' } }));
+    expect(text((await named.get('k')).value)).toBe('over tls');
+    await expect(
+      openEtcd({ ...base, tls: { servername: 'wrong.test' }, connectTimeout: 2_000 }),
+    ).rejects.toSatisfy(UnavailableError.isInstance);
+  });
+
+  it('refuses a server whose certificate is not from the given CA, unless rejectUnauthorized is false', async () => {
+    const untrusted = { endpoints: [endpoint], certFile: f.clientCert, keyFile: f.clientKey, caFile: f.otherCa };
+    const started = Date.now();
+    await expect(openEtcd({ ...untrusted, connectTimeout: 2_000 })).rejects.toSatisfy(UnavailableError.isInstance);
+    expect(Date.now() - started).toBeLessThan(3_000);
+    const insecure = keep(
+      await openEtcd({ ...untrusted, prefix: 'tls', tls: { rejectUnauthorized: false } }),
+    );
+    expect(text((await insecure.get('k')).value)).toBe('over tls');
+  });
+
+  it('fails to open without a client certificate, or in plain text, within connectTimeout', async () => {
+    for (const config of [
+      { endpoints: [endpoint], caFile: f.ca },
+      { endpoints: [endpoint] },
+    ]) {
+      const started = Date.now();
+      const error = await openEtcd({ ...config, connectTimeout: 2_000 }).catch((e: unknown) => e);
+      expect(UnavailableError.isInstance(error), String(error)).toBe(true);
+      expect(Date.now() - started).toBeLessThan(3_000);
+    }
+  });
+});
