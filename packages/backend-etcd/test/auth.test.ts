@@ -2,7 +2,7 @@ import { AuthenticationError, createStore, PermissionDeniedError, type Store } f
 import { Etcd3 } from 'etcd3';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { type EtcdStore, openEtcd } from '../src/index.js';
-import { privateEtcd, Pull, text, within } from './helpers.js';
+import { Pull, privateEtcd, text, within } from './helpers.js';
 
 // A private etcd with auth on: user root (password root-pw) made and `auth enable`d by the launcher.
 const { server, skip } = await privateEtcd('auth tests', { auth: { rootPassword: 'root-pw' } });

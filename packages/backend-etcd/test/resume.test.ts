@@ -144,7 +144,7 @@ describe.skipIf(skip !== false)('watches resume from the last revision they saw'
     const resumedIn = Date.now() - startedAt;
     expect(values(seen)).toEqual(['a', 'b', null]);
     let last: TreeEvent | undefined;
-    while (!last || last.pairs.map((p) => p.key).join() !== 'rs/new') last = await tree.next(20_000);
+    while (last?.pairs.map((p) => p.key).join() !== 'rs/new') last = await tree.next(20_000);
 
     const reconnectedAt = Date.now();
     await proxy.start();

@@ -8,21 +8,64 @@ import { openEtcd } from '../src/index.js';
 import { privateEtcd, text } from './helpers.js';
 
 /** A throwaway CA, a server cert for 127.0.0.1 (and etcd.test), a client cert, and a second, unrelated CA. */
-function makeCertificates(dir: string): Record<'ca' | 'serverCert' | 'serverKey' | 'clientCert' | 'clientKey' | 'otherCa', string> {
+function makeCertificates(
+  dir: string,
+): Record<'ca' | 'serverCert' | 'serverKey' | 'clientCert' | 'clientKey' | 'otherCa', string> {
   const file = (name: string) => join(dir, name);
   const openssl = (...args: string[]) => execFileSync('openssl', args, { cwd: dir, stdio: 'pipe' });
   const ec = ['-newkey', 'ec', '-pkeyopt', 'ec_paramgen_curve:prime256v1', '-nodes'];
-  openssl('req', '-x509', ...ec, '-keyout', 'ca.key', '-out', 'ca.crt', '-days', '2', '-subj', '/CN=kv test CA');
-  openssl('req', '-x509', ...ec, '-keyout', 'other.key', '-out', 'other.crt', '-days', '2', '-subj', '/CN=other CA');
+  openssl(
+    'req',
+    '-x509',
+    ...ec,
+    '-keyout',
+    'ca.key',
+    '-out',
+    'ca.crt',
+    '-days',
+    '2',
+    '-subj',
+    '/CN=kv test CA',
+  );
+  openssl(
+    'req',
+    '-x509',
+    ...ec,
+    '-keyout',
+    'other.key',
+    '-out',
+    'other.crt',
+    '-days',
+    '2',
+    '-subj',
+    '/CN=other CA',
+  );
   const sign = (name: string, cn: string, ext: string) => {
     writeFileSync(file(`${name}.ext`), ext);
     openssl('req', ...ec, '-keyout', `${name}.key`, '-out', `${name}.csr`, '-subj', `/CN=${cn}`);
     openssl(
-      'x509', '-req', '-in', `${name}.csr`, '-CA', 'ca.crt', '-CAkey', 'ca.key', '-CAcreateserial',
-      '-out', `${name}.crt`, '-days', '2', '-extfile', `${name}.ext`,
+      'x509',
+      '-req',
+      '-in',
+      `${name}.csr`,
+      '-CA',
+      'ca.crt',
+      '-CAkey',
+      'ca.key',
+      '-CAcreateserial',
+      '-out',
+      `${name}.crt`,
+      '-days',
+      '2',
+      '-extfile',
+      `${name}.ext`,
     );
   };
-  sign('server', '127.0.0.1', 'subjectAltName=IP:127.0.0.1,DNS:etcd.test\nextendedKeyUsage=serverAuth,clientAuth\n');
+  sign(
+    'server',
+    '127.0.0.1',
+    'subjectAltName=IP:127.0.0.1,DNS:etcd.test\nextendedKeyUsage=serverAuth,clientAuth\n',
+  );
   sign('client', 'root', 'extendedKeyUsage=clientAuth\n');
   return {
     ca: file('ca.crt'),
@@ -108,7 +151,13 @@ describe.skipIf(launched.skip !== false)('etcd over TLS with a client certificat
   });
 
   it('checks the server name, which servername can set', async () => {
-    const base = { endpoints: [endpoint], prefix: 'tls', caFile: f.ca, certFile: f.clientCert, keyFile: f.clientKey };
+    const base = {
+      endpoints: [endpoint],
+      prefix: 'tls',
+      caFile: f.ca,
+      certFile: f.clientCert,
+      keyFile: f.clientKey,
+    };
     const named = keep(await openEtcd({ ...base, tls: { servername: 'etcd.test' } }));
     expect(text((await named.get('k')).value)).toBe('over tls');
     await expect(
@@ -117,9 +166,16 @@ describe.skipIf(launched.skip !== false)('etcd over TLS with a client certificat
   });
 
   it('refuses a server whose certificate is not from the given CA, unless rejectUnauthorized is false', async () => {
-    const untrusted = { endpoints: [endpoint], certFile: f.clientCert, keyFile: f.clientKey, caFile: f.otherCa };
+    const untrusted = {
+      endpoints: [endpoint],
+      certFile: f.clientCert,
+      keyFile: f.clientKey,
+      caFile: f.otherCa,
+    };
     const started = Date.now();
-    await expect(openEtcd({ ...untrusted, connectTimeout: 2_000 })).rejects.toSatisfy(UnavailableError.isInstance);
+    await expect(openEtcd({ ...untrusted, connectTimeout: 2_000 })).rejects.toSatisfy(
+      UnavailableError.isInstance,
+    );
     expect(Date.now() - started).toBeLessThan(3_000);
     const insecure = keep(
       await openEtcd({ ...untrusted, prefix: 'tls', tls: { rejectUnauthorized: false } }),
@@ -128,10 +184,7 @@ describe.skipIf(launched.skip !== false)('etcd over TLS with a client certificat
   });
 
   it('fails to open without a client certificate, or in plain text, within connectTimeout', async () => {
-    for (const config of [
-      { endpoints: [endpoint], caFile: f.ca },
-      { endpoints: [endpoint] },
-    ]) {
+    for (const config of [{ endpoints: [endpoint], caFile: f.ca }, { endpoints: [endpoint] }]) {
       const started = Date.now();
       const error = await openEtcd({ ...config, connectTimeout: 2_000 }).catch((e: unknown) => e);
       expect(UnavailableError.isInstance(error), String(error)).toBe(true);

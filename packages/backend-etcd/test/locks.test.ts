@@ -1,0 +1,194 @@
+import { readFileSync } from 'node:fs';
+import { LockLostError } from '@kv/core';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import type { EtcdStore } from '../src/index.js';
+import { openTestStore, privateEtcd, sharedEtcd, text, within } from './helpers.js';
+
+const etcd = await sharedEtcd();
+
+/** The lock's helper keys, raw: `<prefix>/<key>\u0001lock/<lease hex>`. */
+async function waiters(
+  store: EtcdStore,
+  key: string,
+): Promise<{ key: string; createRevision: number; lease: string }[]> {
+  const base = `${store.prefix}/${key}\u0001lock/`;
+  const kvs = await store.client.getAll().prefix(base).exec();
+  return kvs.kvs.map((kv) => ({
+    key: kv.key.toString(),
+    createRevision: Number(kv.create_revision),
+    lease: String(kv.lease),
+  }));
+}
+
+function lostReason(signal: AbortSignal): Promise<unknown> {
+  return new Promise((resolve) => {
+    if (signal.aborted) resolve(signal.reason);
+    else signal.addEventListener('abort', () => resolve(signal.reason), { once: true });
+  });
+}
+
+describe.skipIf(etcd.skip !== false)('etcd locks: the concurrency recipe', () => {
+  let a: EtcdStore;
+  let b: EtcdStore;
+  beforeAll(async () => {
+    a = await openTestStore(etcd.endpoints, 'locks');
+    b = await openTestStore(etcd.endpoints, 'locks-b', { prefix: a.prefix } as Record<string, unknown>);
+  });
+  afterAll(async () => {
+    await Promise.allSettled([a?.close(), b?.close()]);
+  });
+
+  it("the holder writes its value at the key and one waiter key on its lease; the token is that key's create revision", async () => {
+    const lock = a.newLock('recipe', { value: 'holder-a', ttl: 5_000 });
+    const lease = await lock.lock();
+    const [waiter, ...others] = await waiters(a, 'recipe');
+    expect(others).toEqual([]);
+    expect(waiter?.createRevision).toBe(lease.fencingToken);
+    const held = await a.getKeyValue('recipe');
+    expect(text(held.value)).toBe('holder-a');
+    expect(held.lease).toBe(waiter?.lease);
+    expect(waiter?.key).toBe(`${a.prefix}/recipe\u0001lock/${BigInt(held.lease).toString(16)}`);
+    await lock.unlock();
+    expect(await waiters(a, 'recipe')).toEqual([]);
+    expect(await a.exists('recipe')).toBe(false);
+  });
+
+  it('waiters queue in order of arrival, tryLock never joins the queue, tokens grow', async () => {
+    const holder = a.newLock('queue', { ttl: 5_000 });
+    const first = await holder.lock();
+    const order: string[] = [];
+    const lockB = b.newLock('queue', { value: 'b', ttl: 5_000 });
+    const waitB = lockB.lock().then((l) => {
+      order.push('b');
+      return l;
+    });
+    while ((await waiters(a, 'queue')).length < 2) await new Promise((resolve) => setImmediate(resolve));
+    const lockA2 = a.newLock('queue', { value: 'a2', ttl: 5_000 });
+    const waitA2 = lockA2.lock().then((l) => {
+      order.push('a2');
+      return l;
+    });
+    while ((await waiters(a, 'queue')).length < 3) await new Promise((resolve) => setImmediate(resolve));
+    expect(await b.newLock('queue', { ttl: 5_000 }).tryLock()).toBeNull();
+    expect(await waiters(a, 'queue')).toHaveLength(3);
+
+    await holder.unlock();
+    const leaseB = await within(waitB, 10_000, 'b taking the lock');
+    expect(text((await a.get('queue')).value)).toBe('b');
+    await lockB.unlock();
+    const leaseA2 = await within(waitA2, 10_000, 'a2 taking the lock');
+    expect(order).toEqual(['b', 'a2']);
+    expect(leaseB.fencingToken).toBeGreaterThan(first.fencingToken);
+    expect(leaseA2.fencingToken).toBeGreaterThan(leaseB.fencingToken);
+    await lockA2.unlock();
+  });
+
+  it('hands the lock over promptly (measured)', async () => {
+    const times: number[] = [];
+    for (let i = 0; i < 20; i++) {
+      const holder = (i % 2 === 0 ? a : b).newLock('handover', { ttl: 5_000 });
+      const waiter = (i % 2 === 0 ? b : a).newLock('handover', { ttl: 5_000 });
+      await holder.lock();
+      const waiting = waiter.lock();
+      while ((await waiters(a, 'handover')).length < 2) await new Promise((resolve) => setImmediate(resolve));
+      const started = performance.now();
+      await holder.unlock();
+      await waiting;
+      times.push(performance.now() - started);
+      await waiter.unlock();
+    }
+    times.sort((x, y) => x - y);
+    const median = times[Math.floor(times.length / 2)] as number;
+    console.info(
+      `lock handover (unlock() called -> waiter holds): median ${median.toFixed(1)} ms, max ${(times.at(-1) as number).toFixed(1)} ms`,
+    );
+    expect(median).toBeLessThan(500);
+  });
+
+  it('a holder whose waiter key is deleted behind its back learns at once (lost, LockLostError)', async () => {
+    const lock = a.newLock('stolen', { ttl: 10_000 });
+    const lease = await lock.lock();
+    const [waiter] = await waiters(a, 'stolen');
+    const started = Date.now();
+    await a.client.delete().key(waiter?.key as string);
+    const reason = await within(lostReason(lease.lost), 5_000, 'lost');
+    expect(LockLostError.isInstance(reason)).toBe(true);
+    expect(Date.now() - started).toBeLessThan(2_000);
+    // The lock is free again and this Lock object can take it anew.
+    const again = await lock.lock();
+    expect(again.fencingToken).toBeGreaterThan(lease.fencingToken);
+    await lock.unlock();
+  });
+
+  it('a holder whose lease is revoked by someone else learns at once', async () => {
+    const lock = a.newLock('revoked', { ttl: 10_000 });
+    const lease = await lock.lock();
+    const { lease: id } = await a.getKeyValue('revoked');
+    await b.revokeLease(id);
+    expect(LockLostError.isInstance(await within(lostReason(lease.lost), 5_000, 'lost'))).toBe(true);
+    expect(await b.newLock('revoked', { ttl: 5_000 }).tryLock()).not.toBeNull();
+  });
+
+  it('an aborted waiter leaves the queue at once', async () => {
+    const holder = a.newLock('abort', { ttl: 5_000 });
+    await holder.lock();
+    const controller = new AbortController();
+    const waiting = b.newLock('abort', { ttl: 5_000 }).lock({ signal: controller.signal });
+    while ((await waiters(a, 'abort')).length < 2) await new Promise((resolve) => setImmediate(resolve));
+    controller.abort();
+    await expect(waiting).rejects.toMatchObject({ name: 'AbortError' });
+    for (let i = 0; i < 500 && (await waiters(a, 'abort')).length > 1; i++) {
+      await new Promise((resolve) => setImmediate(resolve));
+    }
+    expect(await waiters(a, 'abort')).toHaveLength(1);
+    await holder.unlock();
+  });
+});
+
+/** Waits until the kernel has stopped the process (state T), after SIGSTOP. */
+async function stopped(pid: number): Promise<void> {
+  for (let i = 0; i < 200; i++) {
+    if (/^\d+ \(.*\) [Tt] /.test(readFileSync(`/proc/${pid}/stat`, 'utf8'))) return;
+    await new Promise((resolve) => setImmediate(resolve));
+  }
+}
+
+const frozen = await privateEtcd('lock loss tests');
+
+describe.skipIf(frozen.skip !== false)('etcd locks when the server stops answering', () => {
+  afterAll(async () => {
+    frozen.server?.thaw();
+    await frozen.server?.dispose();
+  });
+
+  it('the holder gives the lock up (lost) before its ttl can expire; after that another client gets it', async () => {
+    const server = frozen.server as NonNullable<typeof frozen.server>;
+    const holder = await openTestStore(server.endpoints, 'frozen', { requestTimeout: 1_000 });
+    const other = await openTestStore(server.endpoints, 'frozen', {
+      prefix: holder.prefix,
+      requestTimeout: 1_000,
+    } as Record<string, unknown>);
+    try {
+      const ttl = 4_000;
+      const lease = await holder.newLock('job', { ttl }).lock();
+      server.freeze();
+      await stopped(server.pid as number);
+      const frozenAt = Date.now();
+      const reason = await within(lostReason(lease.lost), ttl, 'lost');
+      const lostAfter = Date.now() - frozenAt;
+      expect(LockLostError.isInstance(reason)).toBe(true);
+      expect(lostAfter).toBeLessThan(ttl);
+      server.thaw();
+      const taken = await within(
+        other.newLock('job', { ttl }).lock(),
+        15_000,
+        'the other client taking the lock',
+      );
+      expect(taken.fencingToken).toBeGreaterThan(lease.fencingToken);
+      console.info(`lock with a ${ttl} ms ttl reported lost ${lostAfter} ms after the server froze`);
+    } finally {
+      server.thaw();
+      await Promise.allSettled([holder.close(), other.close()]);
+    }
+  });
+});
