@@ -1,6 +1,14 @@
 import { createRequire } from 'node:module';
 import { AuthenticationError } from '@kv/core';
-import { castGrpcError, Etcd3, EtcdInvalidAuthTokenError, GRPCUnavailableError, type IOptions } from 'etcd3';
+import {
+  castGrpcError,
+  Etcd3,
+  GRPCUnavailableError,
+  type IDuplexStream,
+  type IOptions,
+  type IWatchRequest,
+  type IWatchResponse,
+} from 'etcd3';
 import type { EtcdSettings } from './etcd-config.js';
 
 /*
@@ -49,6 +57,7 @@ function tryEachHost(count: number): Policy {
 
 interface GrpcMetadata {
   set(key: string, value: string): void;
+  clone(): GrpcMetadata;
 }
 interface GrpcModule {
   Metadata: new () => GrpcMetadata;
@@ -76,6 +85,11 @@ interface HostInternals {
 interface PoolInternals {
   hosts: HostInternals[];
   authenticator: unknown;
+  withConnection<T>(
+    service: 'Watch',
+    fn: (args: { resource: unknown; client: unknown; metadata: GrpcMetadata }) => T,
+  ): Promise<T>;
+  markFailed(resource: unknown, error: Error): void;
 }
 
 let grpcModule: GrpcModule | undefined;
@@ -90,7 +104,13 @@ function grpc(): GrpcModule {
 
 function poolOf(client: Etcd3): PoolInternals {
   const pool = (client as unknown as { pool?: PoolInternals }).pool;
-  if (!pool || !Array.isArray(pool.hosts) || !('authenticator' in pool)) {
+  if (
+    !pool ||
+    !Array.isArray(pool.hosts) ||
+    !('authenticator' in pool) ||
+    typeof pool.withConnection !== 'function' ||
+    typeof pool.markFailed !== 'function'
+  ) {
     throw new Error('@kv/backend-etcd: unexpected etcd3 internals (this package needs etcd3 1.1.2)');
   }
   return pool;
@@ -221,4 +241,27 @@ export function invalidateAuth(client: Etcd3): void {
   authenticator.invalidateMetadata();
 }
 
-export { EtcdInvalidAuthTokenError };
+type WatchStream = IDuplexStream<IWatchRequest, IWatchResponse> & { readonly writable: boolean };
+
+/**
+ * Opens a raw Watch stream that requires a leader (etcd's `hasleader`
+ * metadata, as the Go client's WithRequireLeader): a member cut off from the
+ * cluster ends the stream instead of going silent, and the watch moves on.
+ */
+export function openWatchStream(client: Etcd3): Promise<IDuplexStream<IWatchRequest, IWatchResponse>> {
+  const pool = poolOf(client);
+  return pool.withConnection('Watch', ({ resource, client: service, metadata }) => {
+    const withLeader = metadata.clone();
+    withLeader.set('hasleader', 'true');
+    const stream = (service as { watch(metadata: GrpcMetadata, options: object): WatchStream }).watch(
+      withLeader,
+      {},
+    );
+    // As etcd3 does: a stream that fails on its own marks the host failed (its channels are renewed).
+    stream.on('error', (error: Error) => {
+      if (stream.writable) pool.markFailed(resource, error);
+    });
+    return stream;
+  });
+}
+

@@ -581,8 +581,10 @@ export class EtcdStore extends BaseStore {
       failure: request.wait ? [{ request_put: { key: waiter, value: EMPTY, lease } }] : [],
     });
     const mine = num(first.header.revision);
+    // Aborted meanwhile: the caller is gone; the lease (and with it anything written) is revoked.
+    if (request.signal.aborted) throw abortError(request.signal);
     if (first.succeeded) return this.holding(key, waiter, lease, mine, mine, request);
-    if (!request.wait || request.signal.aborted) return null;
+    if (!request.wait) return null;
 
     // Queued: keep the lease alive while waiting; if it is lost anyway, start over.
     const waiting = new AbortController();
@@ -613,6 +615,7 @@ export class EtcdStore extends BaseStore {
               success: [{ request_put: { key: lockKey, value, lease } }],
             });
             if (!confirm.succeeded) return 'again';
+            if (request.signal.aborted) throw abortError(request.signal);
             this.keeper.remove(lease);
             return this.holding(key, waiter, lease, mine, num(confirm.header.revision), request);
           }

@@ -8,7 +8,7 @@ import {
   type IWatchRequest,
   type IWatchResponse,
 } from 'etcd3';
-import { invalidateAuth } from './etcd-client.js';
+import { invalidateAuth, openWatchStream } from './etcd-client.js';
 import { isPermanent, typedError } from './etcd-errors.js';
 import { num } from './etcd-keys.js';
 
@@ -159,7 +159,7 @@ export class WatchCursor {
   private async open(): Promise<void> {
     let stream: IDuplexStream<IWatchRequest, IWatchResponse>;
     try {
-      stream = await this.bounded(this.host.client.watchClient.watch());
+      stream = await this.bounded(openWatchStream(this.host.client));
     } catch (error) {
       if (this.signal.aborted || this.closed) throw abortError(this.signal);
       await this.recover(error);
