@@ -169,7 +169,7 @@ export class UnknownBackendError extends KVError {
   readonly packageName: string;
   readonly registered: readonly string[];
   constructor(backend: string, registered: readonly string[], options?: KVErrorOptions) {
-    const pkg = `@kv/backend-${backend}`;
+    const pkg = backendPackage(backend);
     const list = registered.length > 0 ? registered.join(', ') : 'none';
     super(
       'UNKNOWN_BACKEND',
@@ -181,6 +181,17 @@ export class UnknownBackendError extends KVError {
     this.registered = registered;
   }
   static override isInstance = codeCheck<UnknownBackendError>('UNKNOWN_BACKEND');
+}
+
+/**
+ * Schemes served by another backend's package: `rediss://` is Redis over TLS,
+ * `etcds://` etcd over TLS.
+ */
+const PACKAGE_OF: Readonly<Record<string, string>> = { rediss: 'redis', etcds: 'etcd' };
+
+/** The npm package that provides a backend (or URL scheme). */
+export function backendPackage(name: string): string {
+  return `@kv/backend-${PACKAGE_OF[name] ?? name}`;
 }
 
 /**

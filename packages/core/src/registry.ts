@@ -1,7 +1,13 @@
 import { createRequire } from 'node:module';
 import { join } from 'node:path';
 import { pathToFileURL } from 'node:url';
-import { InvalidArgumentError, KVError, UnavailableError, UnknownBackendError } from './errors.js';
+import {
+  backendPackage,
+  InvalidArgumentError,
+  KVError,
+  UnavailableError,
+  UnknownBackendError,
+} from './errors.js';
 import { normalizeKey } from './keys.js';
 import type { BackendDefinition, CommonConfig, ResolvedConfig, Store, StoreConfig } from './types.js';
 
@@ -43,7 +49,7 @@ export async function loadBackend(name: string): Promise<BackendDefinition> {
   const found = registry().get(name);
   if (found) return found;
   if (!NAME.test(name)) throw new UnknownBackendError(name, registeredBackends());
-  const pkg = `@kv/backend-${name}`;
+  const pkg = backendPackage(name);
   try {
     await importBackend(pkg);
   } catch (error) {
