@@ -1,9 +1,9 @@
 import { randomUUID } from 'node:crypto';
 import { resolve } from 'node:path';
 import {
-  abortError,
   type AcquiredLock,
   type AcquireRequest,
+  abortError,
   BaseStore,
   type Capabilities,
   InvalidArgumentError,

@@ -128,7 +128,10 @@ export class StoreLock implements Lock {
       if (user?.aborted) throw abortError(user);
       this.host.assertOpen();
       if (controller.signal.aborted && !wait) {
-        throw this.host.mapError(new Error(`tryLock timed out after ${this.host.requestTimeout} ms`), 'tryLock');
+        throw this.host.mapError(
+          new Error(`tryLock timed out after ${this.host.requestTimeout} ms`),
+          'tryLock',
+        );
       }
       throw KVError.isInstance(error) ? error : this.host.mapError(error, wait ? 'lock' : 'tryLock');
     } finally {
