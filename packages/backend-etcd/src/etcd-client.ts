@@ -264,4 +264,3 @@ export function openWatchStream(client: Etcd3): Promise<IDuplexStream<IWatchRequ
     return stream;
   });
 }
-
