@@ -6,7 +6,8 @@
  */
 export class Channel<T> implements AsyncIterableIterator<T> {
   private readonly buffer: T[] = [];
-  private waiting: { resolve: (r: IteratorResult<T>) => void; reject: (e: unknown) => void } | undefined;
+  /** `next()` calls waiting for an item, oldest first (a consumer may call next() again before one settles). */
+  private readonly waiting: { resolve: (r: IteratorResult<T>) => void; reject: (e: unknown) => void }[] = [];
   private done = false;
   private failure: { error: unknown } | undefined;
   private readonly limit: number;
@@ -23,10 +24,9 @@ export class Channel<T> implements AsyncIterableIterator<T> {
 
   push(item: T): void {
     if (this.done) return;
-    if (this.waiting) {
-      const { resolve } = this.waiting;
-      this.waiting = undefined;
-      resolve({ value: item, done: false });
+    const waiter = this.waiting.shift();
+    if (waiter) {
+      waiter.resolve({ value: item, done: false });
       return;
     }
     this.buffer.push(item);
@@ -44,11 +44,7 @@ export class Channel<T> implements AsyncIterableIterator<T> {
   end(): void {
     if (this.done) return;
     this.done = true;
-    if (this.waiting) {
-      const { resolve } = this.waiting;
-      this.waiting = undefined;
-      resolve({ value: undefined, done: true });
-    }
+    for (const waiter of this.waiting.splice(0)) waiter.resolve({ value: undefined, done: true });
   }
 
   /** Ends iteration with an error, thrown after the buffered items are consumed. */
@@ -56,12 +52,13 @@ export class Channel<T> implements AsyncIterableIterator<T> {
     if (this.done) return;
     this.failure = { error };
     this.done = true;
-    if (this.waiting) {
-      const { reject } = this.waiting;
-      this.waiting = undefined;
+    const [first, ...rest] = this.waiting.splice(0);
+    if (first) {
+      // The error goes to the oldest waiter; the rest see the end.
       this.failure = undefined;
-      reject(error);
+      first.reject(error);
     }
+    for (const waiter of rest) waiter.resolve({ value: undefined, done: true });
   }
 
   next(): Promise<IteratorResult<T>> {
@@ -73,7 +70,7 @@ export class Channel<T> implements AsyncIterableIterator<T> {
     }
     if (this.done) return Promise.resolve({ value: undefined, done: true });
     return new Promise((resolve, reject) => {
-      this.waiting = { resolve, reject };
+      this.waiting.push({ resolve, reject });
     });
   }
 
