@@ -114,13 +114,20 @@ export function parseStoreUrl(url: string): StoreConfig {
   }
   const [, scheme, userinfo, hosts, path, query] = match;
   const config: Record<string, unknown> = { backend: (scheme as string).toLowerCase() };
+  const decode = (part: string, what: string): string => {
+    try {
+      return decodeURIComponent(part);
+    } catch (error) {
+      throw new InvalidArgumentError(`bad percent-encoding in the ${what} of the store URL`, { cause: error });
+    }
+  };
   if (userinfo) {
     const colon = userinfo.indexOf(':');
-    config.username = decodeURIComponent(colon < 0 ? userinfo : userinfo.slice(0, colon));
-    if (colon >= 0) config.password = decodeURIComponent(userinfo.slice(colon + 1));
+    config.username = decode(colon < 0 ? userinfo : userinfo.slice(0, colon), 'username');
+    if (colon >= 0) config.password = decode(userinfo.slice(colon + 1), 'password');
   }
   if (hosts) config.endpoints = hosts.split(',').filter((h) => h !== '');
-  if (path && path !== '/') config.prefix = decodeURIComponent(path);
+  if (path && path !== '/') config.prefix = decode(path, 'path');
   for (const [name, value] of new URLSearchParams(query ?? '')) {
     config[name] = parseOptionValue(value);
   }
