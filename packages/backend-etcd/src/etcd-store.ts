@@ -443,7 +443,11 @@ export class EtcdStore extends BaseStore {
     return { pairs, revision: num(response.header.revision) };
   }
 
-  /** Re-reads after a compaction, retrying while the server cannot be reached. */
+  /**
+   * A watch's read (the first one, or after a compaction), retried with
+   * backoff while the server cannot be reached: only a permanent failure ends
+   * a watch.
+   */
   private async reread<T>(read: () => Promise<T>, signal: AbortSignal): Promise<T> {
     for (let attempt = 0; ; attempt++) {
       try {
@@ -462,7 +466,7 @@ export class EtcdStore extends BaseStore {
    * reconnect resumes after the last revision handed out.
    */
   protected override async *_watch(key: string, signal: AbortSignal): AsyncIterable<RawPair | null> {
-    const first = await this.readKey(key);
+    const first = await this.reread(() => this.readKey(key), signal);
     yield first.pair;
     const cursor = new WatchCursor(this.watchHost, { key: keyBytes(key) }, first.revision + 1, signal);
     try {
@@ -486,7 +490,7 @@ export class EtcdStore extends BaseStore {
   /** Like `_watch`, over the directory's key range: one listing per revision that touched it. */
   protected override async *_watchTree(dir: string, signal: AbortSignal): AsyncIterable<RawPair[]> {
     const range = dirRange(dir);
-    let { pairs, revision } = await this.readTree(range);
+    let { pairs, revision } = await this.reread(() => this.readTree(range), signal);
     yield [...pairs.values()];
     const cursor = new WatchCursor(this.watchHost, range, revision + 1, signal);
     try {

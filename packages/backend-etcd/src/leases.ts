@@ -1,5 +1,6 @@
 import { abortError } from '@kv/core';
-import { castGrpcError, type Etcd3 } from 'etcd3';
+import { castGrpcError, type Etcd3, EtcdInvalidAuthTokenError } from 'etcd3';
+import { invalidateAuth } from './etcd-client.js';
 import { num } from './etcd-keys.js';
 import { closeStream } from './watch-cursor.js';
 
@@ -25,7 +26,14 @@ export async function keepAliveOnce(client: Etcd3, id: string, signal: AbortSign
     if (signal.aborted) return onAbort();
     signal.addEventListener('abort', onAbort, { once: true });
     stream.on('data', (response) => finish(() => resolve(num(response.TTL))));
-    stream.on('error', (error) => finish(() => reject(castGrpcError(error))));
+    stream.on('error', (error) =>
+      finish(() => {
+        const typed = castGrpcError(error);
+        // An expired auth token: the next try fetches a new one.
+        if (typed instanceof EtcdInvalidAuthTokenError) invalidateAuth(client);
+        reject(typed);
+      }),
+    );
     stream.on('end', () => finish(() => reject(new Error('the lease keep-alive stream ended'))));
     stream.write({ ID: id });
   });

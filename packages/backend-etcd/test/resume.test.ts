@@ -83,6 +83,20 @@ describe.skipIf(skip !== false)('watches resume from the last revision they saw'
     await tree.stop();
   });
 
+  it('a watch started while the server cannot be reached waits for it instead of failing', async () => {
+    const { proxy, store } = await behindProxy('late-start', writer.prefix);
+    await writer.put('late/k', 'there');
+    await proxy.cut();
+    const watch = new Pull(store.watch('late/k'));
+    const first = watch.next(20_000);
+    await writer.put('late/k', 'meanwhile');
+    await proxy.start();
+    expect(values([await first])).toEqual(['meanwhile']);
+    await writer.put('late/k', 'next');
+    expect(values([await watch.next()])).toEqual(['next']);
+    await watch.stop();
+  });
+
   it('a watch whose resume revision was compacted re-reads and yields the current state', async () => {
     const { proxy, store } = await behindProxy('compacted', writer.prefix);
     await writer.put('cmp/k', 'start');
