@@ -1,5 +1,13 @@
 import { describe, expect, it } from 'vitest';
-import { compareKeys, InvalidKeyError, isBelow, joinKey, normalizeKey, stripPrefix, toBytes } from '../src/index.js';
+import {
+  compareKeys,
+  InvalidKeyError,
+  isBelow,
+  joinKey,
+  normalizeKey,
+  stripPrefix,
+  toBytes,
+} from '../src/index.js';
 
 describe('normalizeKey', () => {
   it.each([

@@ -41,8 +41,14 @@ describe('parseStoreUrl', () => {
   });
 
   it('leaves out what the URL does not give', () => {
-    expect(parseStoreUrl('redis://127.0.0.1:6379')).toEqual({ backend: 'redis', endpoints: ['127.0.0.1:6379'] });
-    expect(parseStoreUrl('redis://127.0.0.1:6379/')).toEqual({ backend: 'redis', endpoints: ['127.0.0.1:6379'] });
+    expect(parseStoreUrl('redis://127.0.0.1:6379')).toEqual({
+      backend: 'redis',
+      endpoints: ['127.0.0.1:6379'],
+    });
+    expect(parseStoreUrl('redis://127.0.0.1:6379/')).toEqual({
+      backend: 'redis',
+      endpoints: ['127.0.0.1:6379'],
+    });
     expect(parseStoreUrl('consul://tok@h/%E2%9C%93')).toEqual({
       backend: 'consul',
       username: 'tok',
@@ -161,14 +167,18 @@ describe('registerBackend and createStore', () => {
       await fromConfig.close();
     }
     expect(InvalidArgumentError.isInstance(await rejection(createStore('not a url')))).toBe(true);
-    expect(InvalidArgumentError.isInstance(await rejection(createStore({ backend: 'memopen', nope: 1 } as never)))).toBe(
-      true,
-    );
+    expect(
+      InvalidArgumentError.isInstance(await rejection(createStore({ backend: 'memopen', nope: 1 } as never))),
+    ).toBe(true);
     expect(InvalidArgumentError.isInstance(await rejection(createStore(null as never)))).toBe(true);
   });
 
   it('a create that hangs rejects within connectTimeout; a raw driver error becomes a KVError', async () => {
-    registerBackend({ name: 'memhang', capabilities: MEMORY_CAPABILITIES, create: () => new Promise(() => {}) });
+    registerBackend({
+      name: 'memhang',
+      capabilities: MEMORY_CAPABILITIES,
+      create: () => new Promise(() => {}),
+    });
     registerBackend({
       name: 'memraw',
       capabilities: MEMORY_CAPABILITIES,
