@@ -118,7 +118,9 @@ export function parseStoreUrl(url: string): StoreConfig {
     try {
       return decodeURIComponent(part);
     } catch (error) {
-      throw new InvalidArgumentError(`bad percent-encoding in the ${what} of the store URL`, { cause: error });
+      throw new InvalidArgumentError(`bad percent-encoding in the ${what} of the store URL`, {
+        cause: error,
+      });
     }
   };
   if (userinfo) {
