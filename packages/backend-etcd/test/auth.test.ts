@@ -106,3 +106,45 @@ describe.skipIf(skip !== false)('etcd users, passwords, tokens and roles', () =>
     expect(PermissionDeniedError.isInstance(error), String(error)).toBe(true);
   });
 });
+
+// Simple auth tokens that expire after 2 s without use.
+const shortTokens = await privateEtcd('auth token expiry tests', {
+  auth: { rootPassword: 'root-pw' },
+  args: ['--auth-token-ttl=2'],
+});
+
+describe.skipIf(shortTokens.skip !== false)('expired auth tokens are renewed', () => {
+  afterAll(async () => {
+    await shortTokens.server?.dispose();
+  });
+
+  it('calls, watches and lock renewals go on after the token expired', async () => {
+    const endpoints = shortTokens.server?.endpoints as string[];
+    const store = await openEtcd({ endpoints, username: 'root', password: 'root-pw', prefix: 'short' });
+    const other = await openEtcd({ endpoints, username: 'root', password: 'root-pw', prefix: 'short' });
+    try {
+      await store.put('k', 'v1');
+      const raw = new Etcd3({ hosts: endpoints.map((e) => `http://${e}`) });
+      const { token } = await raw.auth
+        .authenticate({ name: 'root', password: 'root-pw' })
+        .finally(() => raw.close());
+      const lease = await store.newLock('lock', { ttl: 3_000 }).lock();
+      // Idle for longer than the token's ttl (renewals use keep-alive streams meanwhile).
+      await new Promise((resolve) => setTimeout(resolve, 3_500));
+      // Tokens do expire here: an unused one is refused now.
+      await expect(openEtcd({ endpoints, token, prefix: 'short' })).rejects.toSatisfy(
+        AuthenticationError.isInstance,
+      );
+      expect(text((await store.get('k')).value)).toBe('v1');
+      const watch = new Pull(store.watch('k'));
+      expect(text((await watch.next())?.value ?? new Uint8Array())).toBe('v1');
+      await new Promise((resolve) => setTimeout(resolve, 3_500));
+      await other.put('k', 'v2');
+      expect(text((await watch.next())?.value ?? new Uint8Array())).toBe('v2');
+      await watch.stop();
+      expect(lease.lost.aborted).toBe(false);
+    } finally {
+      await Promise.allSettled([store.close(), other.close()]);
+    }
+  });
+});
