@@ -6,7 +6,6 @@ import {
   type KVPair,
   type Store,
   type TreeEvent,
-  type WriteOptions,
 } from '../index.js';
 import type { RowId } from './results.js';
 
@@ -48,14 +47,9 @@ export type CaseBody = (t: TestEnv) => Promise<void>;
 export type Define = (title: string, spec: CaseSpec, body: CaseBody) => void;
 
 const decoder = new TextDecoder();
-const encoder = new TextEncoder();
 
 export function text(value: Uint8Array): string {
   return decoder.decode(value);
-}
-
-export function bytes(value: string): Uint8Array {
-  return encoder.encode(value);
 }
 
 export function range(n: number): number[] {
@@ -206,14 +200,12 @@ export class Reader<T> {
   private readonly iterator: AsyncIterator<T> | undefined;
   private readonly openError: unknown;
   private pending: Promise<IteratorResult<T>> | undefined;
-  private readonly controller: AbortController | undefined;
   protected readonly what: string;
   private readonly timeout: number;
 
-  constructor(open: () => AsyncIterable<T>, what: string, timeout: number, controller?: AbortController) {
+  constructor(open: () => AsyncIterable<T>, what: string, timeout: number) {
     this.what = what;
     this.timeout = timeout;
-    this.controller = controller;
     let iterator: AsyncIterator<T> | undefined;
     let openError: unknown;
     try {
@@ -257,9 +249,8 @@ export class Reader<T> {
     if (!result.done) throw new Error(`${this.what} should have ended, but yielded ${format(result.value)}`);
   }
 
-  /** Stops the iteration (abort + return), without waiting long for it. */
+  /** Stops the iteration (return()), without waiting long for it. */
   async close(): Promise<void> {
-    this.controller?.abort();
     if (!this.iterator?.return) return;
     await within(Promise.resolve(this.iterator.return()), 1_000, 'return()').catch(() => {});
   }
@@ -287,14 +278,8 @@ export class TreeReader extends Reader<TreeEvent> {
   private previous: KVPair[] | undefined;
   private readonly dir: string;
 
-  constructor(
-    open: () => AsyncIterable<TreeEvent>,
-    dir: string,
-    what: string,
-    timeout: number,
-    controller?: AbortController,
-  ) {
-    super(open, what, timeout, controller);
+  constructor(open: () => AsyncIterable<TreeEvent>, dir: string, what: string, timeout: number) {
+    super(open, what, timeout);
     this.dir = dir;
   }
 
@@ -463,11 +448,6 @@ export class TestEnv {
     );
     this.readers.push(reader as Reader<unknown>);
     return reader;
-  }
-
-  /** A put with the TTL tests' ttl. */
-  ttlOptions(extra: WriteOptions = {}): WriteOptions {
-    return { ttl: this.settings.ttl, ...extra };
   }
 
   /** Closes readers and stores, then wipes the prefix. Throws the first failure. */
