@@ -21,9 +21,7 @@ import {
   type ReadOptions,
   type ResolvedConfig,
   stripPrefix,
-  toBytes,
   type Value,
-  ValueTooLargeError,
   type WriteOptions,
 } from '@kv/core';
 import {
@@ -727,16 +725,7 @@ export class EtcdStore extends BaseStore {
   }
 
   private bytes(value: Value): Buffer {
-    let bytes: Uint8Array;
-    try {
-      bytes = toBytes(value);
-    } catch (error) {
-      throw new InvalidArgumentError((error as Error).message);
-    }
-    if (bytes.byteLength > this.capabilities.maxValueSize) {
-      throw new ValueTooLargeError(bytes.byteLength, this.capabilities.maxValueSize);
-    }
-    return valueBytes(bytes);
+    return valueBytes(this.checkValue(value));
   }
 
   private leaseId(lease: unknown): string {
@@ -750,24 +739,8 @@ export class EtcdStore extends BaseStore {
   }
 
   private ttlSeconds(ttl: unknown): number {
-    if (typeof ttl !== 'number' || !Number.isSafeInteger(ttl) || ttl <= 0) {
-      throw new InvalidArgumentError(`ttl must be a positive integer number of ms, got ${String(ttl)}`);
-    }
-    if (ttl < this.capabilities.minTtl) {
-      throw new InvalidArgumentError(
-        `ttl ${ttl} ms is under the etcd backend's minimum of ${this.capabilities.minTtl} ms (the server setting ${MIN_TTL_SETTING} governs it)`,
-      );
-    }
-    return Math.ceil(ttl / 1000);
-  }
-
-  /** Validates ttl / keepAlive like the Store's writes do. */
-  private toolkitWriteOptions(options: WriteOptions | undefined, signal: AbortSignal): PrimitiveWriteOptions {
-    const keepAlive = options?.keepAlive === true;
-    let ttl = options?.ttl;
-    if (keepAlive && ttl === undefined) ttl = Math.max(15_000, this.capabilities.minTtl);
-    if (ttl !== undefined) this.ttlSeconds(ttl);
-    return { signal, ttl, keepAlive: keepAlive && ttl !== undefined };
+    this.checkTtl(ttl as number, 'ttl');
+    return Math.ceil((ttl as number) / 1000);
   }
 
   private limitOf(limit: unknown): number {
@@ -930,7 +903,7 @@ export class EtcdStore extends BaseStore {
         value: this.bytes(value),
       }));
       if (requests.length === 0) return 0;
-      return this.withWriteLease(this.toolkitWriteOptions(options, signal), async (lease) => {
+      return this.withWriteLease(this.writeOptions(options, signal), async (lease) => {
         const response = await this.client.kv.txn({
           success: requests.map((r) => ({ request_put: { ...r, ...(lease ? { lease } : {}) } })),
         });
@@ -956,7 +929,7 @@ export class EtcdStore extends BaseStore {
     return this.run('putIfAbsent', options, async (signal) => {
       const k = keyBytes(this.fullKey(key));
       const bytes = this.bytes(value);
-      return this.withWriteLease(this.toolkitWriteOptions(options, signal), async (lease) => {
+      return this.withWriteLease(this.writeOptions(options, signal), async (lease) => {
         const response = await this.client.kv.txn({
           compare: [absent(k)],
           success: [{ request_put: { key: k, value: bytes, ...(lease ? { lease } : {}) } }],
@@ -979,7 +952,7 @@ export class EtcdStore extends BaseStore {
       const k = keyBytes(this.fullKey(key));
       const want = this.bytes(expected);
       const bytes = this.bytes(value);
-      return this.withWriteLease(this.toolkitWriteOptions(options, signal), async (lease) => {
+      return this.withWriteLease(this.writeOptions(options, signal), async (lease) => {
         const response = await this.client.kv.txn({
           compare: [{ key: k, target: 'Value', result: 'Equal', value: want }],
           success: [{ request_put: { key: k, value: bytes, ...(lease ? { lease } : {}) } }],

@@ -15,6 +15,8 @@ afterAll(() => rmSync(dir, { recursive: true, force: true }));
 describeConformance({
   name: 'sqlite',
   open: (prefix) => createStore({ backend: 'sqlite', path, prefix }),
+  // Short lock ttl: the dead-holder test waits about one of them.
+  lockTtl: 2_000,
   // A killed process just stops touching the file: closing the connection
   // underneath the store stops its renewals and releases, as death would.
   crash: (store) => {

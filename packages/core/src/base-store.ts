@@ -264,32 +264,47 @@ export abstract class BaseStore implements Store {
   }
 
   watchTree(directory: string, options?: CallOptions): AsyncIterable<TreeEvent> {
-    const self = this;
     return {
-      async *[Symbol.asyncIterator]() {
+      [Symbol.asyncIterator]: () => {
         let dir = '';
         // Listings are merged while the consumer is busy; changes are computed against what it last saw.
-        const listings = self.pump<RawPair[], KVPair[]>(
+        const listings = this.pump<RawPair[], KVPair[]>(
           'watchTree',
           options,
           (signal) => {
-            if (!self.capabilities.watchTree) throw new NotSupportedError(self.backend, 'watchTree');
-            dir = self.fullDir(directory);
-            return self._watchTree(dir, signal);
+            if (!this.capabilities.watchTree) throw new NotSupportedError(this.backend, 'watchTree');
+            dir = this.fullDir(directory);
+            return this._watchTree(dir, signal);
           },
-          (listing, channel) => channel.replace(self.toListing(dir, listing)),
+          (listing, channel) => channel.replace(this.toListing(dir, listing)),
         );
         let previous: KVPair[] | undefined;
-        try {
-          for await (const pairs of listings) {
+        const pull = async (): Promise<IteratorResult<TreeEvent>> => {
+          for (;;) {
+            const result = await listings.next();
+            if (result.done) return { value: undefined, done: true };
+            const pairs = result.value;
             const changes = diffListings(previous ?? [], pairs);
             if (previous !== undefined && changes.length === 0) continue;
             previous = pairs;
-            yield { pairs, changes };
+            return { value: { pairs, changes }, done: false };
           }
-        } finally {
-          await listings.return?.();
-        }
+        };
+        // A plain iterator, not an async generator: a generator would queue return() behind a pending next().
+        let last: Promise<unknown> = Promise.resolve();
+        const iterator: AsyncIterableIterator<TreeEvent> = {
+          next: () => {
+            const result = last.then(pull);
+            last = result.catch(() => {});
+            return result;
+          },
+          return: async () => {
+            await listings.return();
+            return { value: undefined, done: true };
+          },
+          [Symbol.asyncIterator]: () => iterator,
+        };
+        return iterator;
       },
     };
   }
@@ -374,7 +389,8 @@ export abstract class BaseStore implements Store {
     return { signal, consistent };
   }
 
-  private writeOptions(options: WriteOptions | undefined, signal: AbortSignal): PrimitiveWriteOptions {
+  /** Validates ttl and keepAlive as the Store's writes do; for a backend's own write calls. */
+  protected writeOptions(options: WriteOptions | undefined, signal: AbortSignal): PrimitiveWriteOptions {
     let ttl = options?.ttl;
     const keepAlive = options?.keepAlive === true;
     if (ttl !== undefined || keepAlive) {
@@ -386,7 +402,8 @@ export abstract class BaseStore implements Store {
     return { signal, ttl, keepAlive };
   }
 
-  private checkTtl(ttl: number, what: string): void {
+  /** Throws `InvalidArgumentError` for a ttl that is not a positive integer of at least `minTtl`. */
+  protected checkTtl(ttl: number, what: string): void {
     if (typeof ttl !== 'number' || !Number.isSafeInteger(ttl) || ttl <= 0) {
       throw new InvalidArgumentError(`${what} must be a positive integer number of ms, got ${String(ttl)}`);
     }
@@ -398,7 +415,8 @@ export abstract class BaseStore implements Store {
     }
   }
 
-  private checkValue(value: Value): Uint8Array {
+  /** A value as bytes, or `InvalidArgumentError` / `ValueTooLargeError`. */
+  protected checkValue(value: Value): Uint8Array {
     let bytes: Uint8Array;
     try {
       bytes = toBytes(value);
