@@ -1,5 +1,5 @@
 import { type AddressInfo, connect, createServer, type Server, type Socket } from 'node:net';
-import { type EtcdHandle, type EtcdOptions, launchEtcd, serverFor } from '@kv/test-servers';
+import { type EtcdHandle, type EtcdOptions, launchEtcd, privateServer, serverFor } from '@kv/test-servers';
 import { EtcdStore, openEtcd, type EtcdOptions as StoreOptions } from '../src/index.js';
 
 /** The shared etcd of the run, or the reason it is missing (throws under CI=true). */
@@ -15,18 +15,11 @@ export async function sharedEtcd(): Promise<
  * and start it. Outside CI a server that cannot be launched skips the tests
  * loudly; with CI=true it fails.
  */
-export async function privateEtcd(
+export function privateEtcd(
   what: string,
   options: EtcdOptions = {},
 ): Promise<{ server: EtcdHandle; skip: false } | { server: undefined; skip: string }> {
-  try {
-    return { server: await launchEtcd(options), skip: false };
-  } catch (error) {
-    const reason = `could not launch a private etcd for ${what}: ${(error as Error).message}`;
-    if (process.env.CI === 'true') throw new Error(reason, { cause: error });
-    process.stderr.write(`\n${'!'.repeat(78)}\n${reason}\nTHESE TESTS ARE SKIPPED\n${'!'.repeat(78)}\n`);
-    return { server: undefined, skip: reason };
-  }
+  return privateServer(what, () => launchEtcd(options));
 }
 
 let counter = 0;

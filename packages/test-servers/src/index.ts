@@ -37,6 +37,7 @@ export {
 export { freePorts, redisCommands, tcpOpen, zkFourLetter, zkMode } from './probes.js';
 export { type RegistryEntry, reapOrphanedServers } from './proc.js';
 export {
+  privateServer,
   type ServerAvailability,
   type ServerForOptions,
   type ServerSource,

@@ -140,3 +140,22 @@ export async function stopStartedServers(): Promise<void> {
   memo.clear();
   await Promise.allSettled(all.map((s) => s()));
 }
+
+/**
+ * A private server for tests that change its settings (auth, TLS, users) or
+ * stop and start it. When it cannot be launched: with CI=true this throws
+ * (the tests fail); otherwise it says so loudly and returns the skip reason.
+ */
+export async function privateServer<H>(
+  what: string,
+  launch: () => Promise<H>,
+): Promise<{ server: H; skip: false } | { server: undefined; skip: string }> {
+  try {
+    return { server: await launch(), skip: false };
+  } catch (error) {
+    const reason = `could not launch a private server for ${what}: ${(error as Error).message}`;
+    if (process.env.CI === 'true') throw new Error(reason, { cause: error });
+    loud(`[kv test-servers] ${reason}\nTHESE TESTS ARE SKIPPED`);
+    return { server: undefined, skip: reason };
+  }
+}
