@@ -19,6 +19,7 @@ export function casCases(define: Define): void {
         'create twice',
       );
       expect(error.code).toBe('KEY_EXISTS');
+      expect((error as KeyExistsError).key, 'the error names the key, without the store prefix').toBe('new');
       expectPair(await store.get('new'), 'new', 'first');
       await store.put('plain', 'x');
       await expectKVError(() => store.atomicPut('plain/', 'y', null), KeyExistsError, 'create over a put');
@@ -107,19 +108,25 @@ export function casCases(define: Define): void {
       const p1 = await store.atomicPut('del', 'v1', null);
       const p2 = await store.atomicPut('del', 'v2', p1);
       await store.put('del/child', 'stays');
-      await expectKVError(
+      const stale = await expectKVError(
         () => store.atomicDelete('del', p1),
         KeyModifiedError,
         'atomicDelete with a stale pair',
+      );
+      expect((stale as KeyModifiedError).key, 'the error names the key, without the store prefix').toBe(
+        'del',
       );
       expectPair(await store.get('del'), 'del', 'v2');
       await store.atomicDelete('del/', p2);
       expect(await store.exists('del')).toBe(false);
       expect(await store.exists('del/child'), 'atomicDelete removes only the key').toBe(true);
-      await expectKVError(
+      const missing = await expectKVError(
         () => store.atomicDelete('del', p2),
         KeyNotFoundError,
         'atomicDelete of a missing key',
+      );
+      expect((missing as KeyNotFoundError).key, 'the error names the key, without the store prefix').toBe(
+        'del',
       );
       const fromGet = await store.get('del/child');
       await store.atomicDelete('del/child', fromGet);
