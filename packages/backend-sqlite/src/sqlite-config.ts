@@ -1,4 +1,4 @@
-import { InvalidArgumentError, parseOptionValue, type StoreConfig } from '@kv/core';
+import { InvalidArgumentError, MAX_TIMER_MS, parseQueryOptions, type StoreConfig } from '@kv/core';
 
 /** Options of the SQLite backend, beyond the common ones. */
 export interface SqliteOptions {
@@ -31,21 +31,31 @@ export function parseSqliteUrl(url: string): StoreConfig {
   const query = q < 0 ? '' : rest.slice(q + 1);
   rest = q < 0 ? rest : rest.slice(0, q);
   if (rest.startsWith('//')) rest = rest.slice(2);
-  const path = decodeURIComponent(rest);
+  let path: string;
+  try {
+    path = decodeURIComponent(rest);
+  } catch (error) {
+    throw new InvalidArgumentError(`bad percent-encoding in sqlite URL ${JSON.stringify(url)}`, {
+      cause: error,
+    });
+  }
   if (path === '') {
     throw new InvalidArgumentError(
       `a sqlite URL needs a file path or :memory:, e.g. sqlite:./kv.db (got ${JSON.stringify(url)})`,
     );
   }
   const config: Record<string, unknown> = { backend: 'sqlite', path };
-  for (const [name, value] of new URLSearchParams(query)) config[name] = parseOptionValue(value);
+  parseQueryOptions(query, config, ['path']);
   return config as StoreConfig;
 }
 
-export function positiveInt(value: unknown, name: string, fallback: number): number {
+/** A positive integer option; `max` defaults to the longest timer delay. */
+export function positiveInt(value: unknown, name: string, fallback: number, max = MAX_TIMER_MS): number {
   if (value === undefined) return fallback;
-  if (typeof value !== 'number' || !Number.isSafeInteger(value) || value <= 0) {
-    throw new InvalidArgumentError(`${name} must be a positive integer, got ${JSON.stringify(value)}`);
+  if (typeof value !== 'number' || !Number.isSafeInteger(value) || value <= 0 || value > max) {
+    throw new InvalidArgumentError(
+      `${name} must be a positive integer up to ${max}, got ${JSON.stringify(value)}`,
+    );
   }
   return value;
 }

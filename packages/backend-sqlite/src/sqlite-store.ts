@@ -60,6 +60,13 @@ CREATE TABLE IF NOT EXISTS fencing (
   key   TEXT PRIMARY KEY,
   token INTEGER NOT NULL
 ) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS lock_waiters (
+  id         INTEGER PRIMARY KEY AUTOINCREMENT,
+  key        TEXT NOT NULL,
+  holder     TEXT NOT NULL,
+  expires_at INTEGER NOT NULL
+);
+CREATE INDEX IF NOT EXISTS lock_waiters_key ON lock_waiters (key, id);
 `;
 
 interface Row {
@@ -77,9 +84,12 @@ interface ChangeRow {
 /** Process-wide: stores open on the same file wake each other at once after a commit. */
 const neighbours = new Map<string, Set<SqliteStore>>();
 
+// SQLite orders every TEXT value before every BLOB: a blob bound is above all keys.
+const ABOVE_ALL_TEXT = Buffer.from([0xff]);
+
 /** Keys strictly below `dir`: `[dir/, dir0)`, since `0` follows `/`. '' is everything. */
-function rangeOf(dir: string): [string, string] {
-  return dir === '' ? ['', '\u{10ffff}'] : [`${dir}/`, `${dir}0`];
+function rangeOf(dir: string): [string, string | Buffer] {
+  return dir === '' ? ['', ABOVE_ALL_TEXT] : [`${dir}/`, `${dir}0`];
 }
 
 function toRaw(row: Row): RawPair {
@@ -106,6 +116,7 @@ export class SqliteStore extends BaseStore {
   private readonly fileKey: string | undefined;
   private readonly keepAlive = new Map<string, number>();
   private keepAliveTimer: NodeJS.Timeout | undefined;
+  private keepAliveDue = 0;
   private pollTimer: NodeJS.Timeout | undefined;
   private sweepTimer: NodeJS.Timeout | undefined;
   private dataVersion = 0;
@@ -140,6 +151,7 @@ export class SqliteStore extends BaseStore {
       this.db.pragma('synchronous = NORMAL');
       this.db.exec(SCHEMA);
     } catch (error) {
+      (this as { db?: Database.Database }).db?.close();
       throw this.mapSqliteError(error, `open ${path}`);
     }
     this.stmt = this.prepare();
@@ -159,7 +171,7 @@ export class SqliteStore extends BaseStore {
       get: db.prepare<{ key: string; now: number }, Row>(
         `SELECT key, value, version FROM kv WHERE key = @key AND ${live}`,
       ),
-      list: db.prepare<{ lo: string; hi: string; now: number }, Row>(
+      list: db.prepare<{ lo: string; hi: string | Buffer; now: number }, Row>(
         `SELECT key, value, version FROM kv WHERE key >= @lo AND key < @hi AND ${live}`,
       ),
       upsert: db.prepare<{
@@ -176,7 +188,7 @@ export class SqliteStore extends BaseStore {
       deleteKey: db.prepare<{ key: string }, { key: string }>(
         'DELETE FROM kv WHERE key = @key RETURNING key',
       ),
-      deleteRange: db.prepare<{ lo: string; hi: string }, { key: string }>(
+      deleteRange: db.prepare<{ lo: string; hi: string | Buffer }, { key: string }>(
         'DELETE FROM kv WHERE key >= @lo AND key < @hi RETURNING key',
       ),
       purge: db.prepare<{ now: number }, { key: string }>(
@@ -193,7 +205,7 @@ export class SqliteStore extends BaseStore {
       changesOfKey: db.prepare<{ after: number; key: string }, ChangeRow>(
         'SELECT seq, key, value FROM changes WHERE seq > @after AND key = @key ORDER BY seq',
       ),
-      changesInRange: db.prepare<{ after: number; lo: string; hi: string }, ChangeRow>(
+      changesInRange: db.prepare<{ after: number; lo: string; hi: string | Buffer }, ChangeRow>(
         'SELECT seq, key, value FROM changes WHERE seq > @after AND key >= @lo AND key < @hi ORDER BY seq',
       ),
       trim: db.prepare<{ below: number }>('DELETE FROM changes WHERE seq < @below'),
@@ -216,9 +228,20 @@ export class SqliteStore extends BaseStore {
       lockRelease: db.prepare<{ key: string; holder: string }>(
         'DELETE FROM locks WHERE key = @key AND holder = @holder',
       ),
-      lockDrop: db.prepare<{ key: string }>('DELETE FROM locks WHERE key = @key'),
-      lockDropRange: db.prepare<{ lo: string; hi: string }>(
-        'DELETE FROM locks WHERE key >= @lo AND key < @hi',
+      firstWaiter: db.prepare<{ key: string; now: number }, { holder: string; expires_at: number }>(
+        'SELECT holder, expires_at FROM lock_waiters WHERE key = @key AND expires_at > @now ORDER BY id LIMIT 1',
+      ),
+      purgeWaiters: db.prepare<{ key: string; now: number }>(
+        'DELETE FROM lock_waiters WHERE key = @key AND expires_at <= @now',
+      ),
+      touchWaiter: db.prepare<{ key: string; holder: string; expires: number }>(
+        'UPDATE lock_waiters SET expires_at = @expires WHERE key = @key AND holder = @holder',
+      ),
+      addWaiter: db.prepare<{ key: string; holder: string; expires: number }>(
+        'INSERT INTO lock_waiters (key, holder, expires_at) VALUES (@key, @holder, @expires)',
+      ),
+      removeWaiter: db.prepare<{ key: string; holder: string }>(
+        'DELETE FROM lock_waiters WHERE key = @key AND holder = @holder',
       ),
       fence: db.prepare<{ key: string }, { token: number }>(
         `INSERT INTO fencing (key, token) VALUES (@key, 1)
@@ -268,6 +291,8 @@ export class SqliteStore extends BaseStore {
   }
 
   private afterCommit(): void {
+    // Our own commits do not move data_version: look at the next expiry here too.
+    this.scheduleSweep();
     if (!this.fileKey) {
       this.notifier.wake();
       return;
@@ -282,16 +307,17 @@ export class SqliteStore extends BaseStore {
   }
 
   private scheduleKeepAlive(): void {
-    if (this.keepAliveTimer || this.keepAlive.size === 0 || this.closed) return;
-    const shortest = Math.min(...this.keepAlive.values());
-    this.keepAliveTimer = setTimeout(
-      () => {
-        this.keepAliveTimer = undefined;
-        this.renewKeepAlive();
-        this.scheduleKeepAlive();
-      },
-      Math.max(10, Math.floor(shortest / 3)),
-    );
+    if (this.keepAlive.size === 0 || this.closed) return;
+    const interval = Math.max(10, Math.floor(Math.min(...this.keepAlive.values()) / 3));
+    // Re-arm only for a key that needs an earlier renewal: constant puts must not postpone renewals.
+    if (this.keepAliveTimer && this.keepAliveDue <= Date.now() + interval) return;
+    clearTimeout(this.keepAliveTimer);
+    this.keepAliveDue = Date.now() + interval;
+    this.keepAliveTimer = setTimeout(() => {
+      this.keepAliveTimer = undefined;
+      this.renewKeepAlive();
+      this.scheduleKeepAlive();
+    }, interval);
     this.keepAliveTimer.unref();
   }
 
@@ -330,7 +356,6 @@ export class SqliteStore extends BaseStore {
   protected async _delete(key: string, _signal: AbortSignal): Promise<void> {
     this.write(() => {
       this.deleteRow(key);
-      this.stmt.lockDrop.run({ key });
     });
     this.keepAlive.delete(key);
   }
@@ -344,9 +369,7 @@ export class SqliteStore extends BaseStore {
     const [lo, hi] = rangeOf(dir);
     this.write(() => {
       this.deleteRow(dir);
-      this.stmt.lockDrop.run({ key: dir });
       for (const { key } of this.stmt.deleteRange.all({ lo, hi })) this.logChange(key, null);
-      this.stmt.lockDropRange.run({ lo, hi });
     });
     for (const key of this.keepAlive.keys())
       if (key === dir || (key >= lo && key < hi)) this.keepAlive.delete(key);
@@ -379,7 +402,6 @@ export class SqliteStore extends BaseStore {
       if (!current) throw new KeyNotFoundError(this.userKey(key));
       if (current.version !== previousIndex) throw new KeyModifiedError(this.userKey(key));
       this.deleteRow(key);
-      this.stmt.lockDrop.run({ key });
     });
     this.keepAlive.delete(key);
   }
@@ -443,8 +465,9 @@ export class SqliteStore extends BaseStore {
         for (const change of batch.state.changes) {
           if (change.value === null) current.delete(change.key);
           else current.set(change.key, toRaw({ key: change.key, value: change.value, version: change.seq }));
-          yield [...current.values()];
         }
+        // One listing per batch: a deleteTree never shows half done.
+        if (batch.state.changes.length > 0) yield [...current.values()];
         seq = batch.seq;
       }
     } finally {
@@ -507,45 +530,88 @@ export class SqliteStore extends BaseStore {
 
   // ---- locks ----
 
+  /**
+   * Waiters queue in `lock_waiters`, first come first served, so a process
+   * that unlocks and locks again at once cannot starve the others. A waiter
+   * refreshes its row every ttl/3; the row of a waiter that died expires
+   * within its ttl and the queue moves on.
+   */
   protected override async _acquireLock(key: string, request: AcquireRequest): Promise<AcquiredLock | null> {
     const holder = randomUUID();
     const { value, ttl, signal } = request;
     const release = request.wait ? this.notifier.hold() : () => {};
+    let queued = false;
     try {
       for (;;) {
         if (signal.aborted) throw abortError(signal);
         const seen = this.notifier.generation;
-        const outcome = this.write((now) => {
+        const outcome = this.write<{ heldUntil: number } | { token: number; sentAt: number }>((now) => {
+          this.stmt.purgeWaiters.run({ key, now });
           const row = this.stmt.lockRow.get({ key });
-          if (row && row.expires_at > now) return { heldUntil: row.expires_at };
+          const first = this.stmt.firstWaiter.get({ key, now });
+          const busyUntil =
+            row && row.expires_at > now
+              ? row.expires_at
+              : first && first.holder !== holder
+                ? first.expires_at
+                : undefined;
+          if (busyUntil !== undefined) {
+            if (request.wait) {
+              const expires = now + ttl;
+              if (queued) this.stmt.touchWaiter.run({ key, holder, expires });
+              else this.stmt.addWaiter.run({ key, holder, expires });
+              queued = true;
+            }
+            return { heldUntil: busyUntil };
+          }
           const token = this.stmt.fence.get({ key })?.token as number;
           this.stmt.lockSet.run({ key, holder, expires: now + ttl });
           this.putRow(key, value, now + ttl, null);
-          return { token };
+          if (queued) this.stmt.removeWaiter.run({ key, holder });
+          queued = false;
+          return { token, sentAt: now };
         });
-        if ('token' in outcome) return this.lockHandle(key, holder, ttl, outcome.token);
+        if ('token' in outcome) return this.lockHandle(key, holder, ttl, outcome.token, outcome.sentAt);
         if (!request.wait) return null;
-        await this.notifier.wait(seen, signal, outcome.heldUntil - Date.now() + 1);
+        // Wake on any change, at the holder's expiry, or in time to refresh our place in the queue.
+        await this.notifier.wait(
+          seen,
+          signal,
+          Math.min(outcome.heldUntil - Date.now() + 1, Math.floor(ttl / 3)),
+        );
       }
     } finally {
       release();
+      if (queued && this.db.open) {
+        // Leave the queue, and wake the next waiter in case it is now first.
+        try {
+          this.db.transaction(() => this.stmt.removeWaiter.run({ key, holder })).immediate();
+          this.afterCommit();
+        } catch {
+          // Our row expires within the ttl anyway.
+        }
+      }
     }
   }
 
-  private lockHandle(key: string, holder: string, ttl: number, token: number): AcquiredLock {
+  private lockHandle(key: string, holder: string, ttl: number, token: number, sentAt: number): AcquiredLock {
     return {
       fencingToken: token,
+      sentAt,
       renew: async () => {
         this.assertOpen();
-        const now = Date.now();
-        const { changes } = this.db
-          .transaction(() => {
-            const result = this.stmt.lockRenew.run({ key, holder, expires: now + ttl, now });
-            if (result.changes > 0) this.stmt.lockRenewKey.run({ key, expires: now + ttl });
-            return result;
-          })
-          .immediate();
-        if (changes === 0) throw new LockLostError(this.userKey(key), 'it expired or was taken over');
+        const outcome = this.write((now) => {
+          if (this.stmt.lockRenew.run({ key, holder, expires: now + ttl, now }).changes === 0)
+            return 'expired';
+          // Someone deleted the lock key (delete, deleteTree): the lock is gone; free it for the next holder.
+          if (this.stmt.lockRenewKey.run({ key, expires: now + ttl }).changes === 0) {
+            this.stmt.lockRelease.run({ key, holder });
+            return 'deleted';
+          }
+          return 'held';
+        });
+        if (outcome === 'expired') throw new LockLostError(this.userKey(key), 'it expired or was taken over');
+        if (outcome === 'deleted') throw new LockLostError(this.userKey(key), 'its key was deleted');
       },
       release: async () => {
         if (!this.db.open) return;

@@ -58,10 +58,18 @@ describe('sqlite: two real processes on one file', () => {
     rmSync(dir, { recursive: true, force: true });
   });
 
+  /** Both workers say they are ready; `go` starts them at the same moment. */
+  async function go(...workers: Array<ReturnType<typeof start>>): Promise<void> {
+    for (const worker of workers) expect((await worker.next()).ready).toBe(true);
+    await store.put('go', 'now');
+  }
+
   it('a lock excludes across processes: 2 processes x 30 unlocked increments end at exactly 60', async () => {
+    await store.delete('go');
     const a = start('lock', path, '30');
     const b = start('lock', path, '30');
     children.push(a.child, b.child);
+    await go(a, b);
     const [ra, rb] = await Promise.all([a.next(), b.next()]);
     expect(await a.exited).toBe(0);
     expect(await b.exited).toBe(0);
@@ -72,17 +80,34 @@ describe('sqlite: two real processes on one file', () => {
     for (const list of [ra.tokens as number[], rb.tokens as number[]]) {
       expect(list).toEqual([...list].sort((x, y) => x - y));
     }
+    // No hold of one process overlaps a hold of the other: the lock really excluded.
+    const holds = [...(ra.holds as [number, number][]), ...(rb.holds as [number, number][])].sort(
+      (x, y) => x[0] - y[0],
+    );
+    for (let i = 1; i < holds.length; i++) {
+      expect((holds[i] as [number, number])[0]).toBeGreaterThanOrEqual((holds[i - 1] as [number, number])[1]);
+    }
+    // And they did contend: each process held the lock between holds of the other.
+    const firstB = (rb.holds as [number, number][])[0]?.[0] ?? 0;
+    const lastA = (ra.holds as [number, number][]).at(-1)?.[0] ?? 0;
+    const firstA = (ra.holds as [number, number][])[0]?.[0] ?? 0;
+    const lastB = (rb.holds as [number, number][]).at(-1)?.[0] ?? 0;
+    expect(firstB < lastA && firstA < lastB, 'the two workers ran at the same time').toBe(true);
   });
 
-  it('CAS across processes loses nothing: 2 processes x 40 increments end at exactly 80', async () => {
+  it('CAS across processes loses nothing: 2 processes x 500 increments end at exactly 1000', async () => {
     await store.put('cas', '0');
-    const a = start('cas', path, '40');
-    const b = start('cas', path, '40');
+    await store.delete('go');
+    const a = start('cas', path, '500');
+    const b = start('cas', path, '500');
     children.push(a.child, b.child);
-    await Promise.all([a.next(), b.next()]);
+    await go(a, b);
+    const [ra, rb] = await Promise.all([a.next(), b.next()]);
     expect(await a.exited).toBe(0);
     expect(await b.exited).toBe(0);
-    expect(text((await store.get('cas')).value)).toBe('80');
+    expect(text((await store.get('cas')).value)).toBe('1000');
+    // Started together, they collided: the count is right because conflicts were refused and retried.
+    expect((ra.retries as number) + (rb.retries as number)).toBeGreaterThan(0);
   });
 
   it('a watch in another process sees every change in commit order, same-value puts and deletes included', async () => {

@@ -1,5 +1,5 @@
 import { setMaxListeners } from 'node:events';
-import { runBounded } from './call.js';
+import { MAX_TIMER_MS, runBounded } from './call.js';
 import { Channel } from './channel.js';
 import {
   abortError,
@@ -191,7 +191,10 @@ export abstract class BaseStore implements Store {
   }
 
   delete(key: string, options?: CallOptions): Promise<void> {
-    return this.run('delete', options, (signal) => this._delete(this.fullKey(key), signal));
+    return this.run('delete', options, (signal) => {
+      checkOptions(options, CALL_OPTIONS);
+      return this._delete(this.fullKey(key), signal);
+    });
   }
 
   exists(key: string, options?: ReadOptions): Promise<boolean> {
@@ -209,6 +212,7 @@ export abstract class BaseStore implements Store {
 
   deleteTree(directory: string, options?: CallOptions): Promise<void> {
     return this.run('deleteTree', options, async (signal) => {
+      checkOptions(options, CALL_OPTIONS);
       const dir = normalizeKey(directory, true);
       if (dir === '') {
         throw new InvalidKeyError(
@@ -231,6 +235,7 @@ export abstract class BaseStore implements Store {
 
   atomicDelete(key: string, previous: KVPair, options?: CallOptions): Promise<void> {
     return this.run('atomicDelete', options, async (signal) => {
+      checkOptions(options, CALL_OPTIONS);
       const full = this.fullKey(key);
       if (previous === null || previous === undefined) {
         throw new InvalidArgumentError('atomicDelete needs the previous pair (from get or atomicPut)');
@@ -311,8 +316,8 @@ export abstract class BaseStore implements Store {
 
   newLock(key: string, options: LockOptions = {}): Lock {
     const full = this.fullKey(key);
-    const unknown = Object.keys(options).filter((name) => name !== 'value' && name !== 'ttl');
-    if (unknown.length > 0) throw new InvalidArgumentError(`unknown lock option(s): ${unknown.join(', ')}`);
+    checkOptions(options, LOCK_OPTIONS);
+    options ??= {};
     const value = options.value === undefined ? new Uint8Array(0) : this.checkValue(options.value);
     const ttl = options.ttl ?? Math.max(DEFAULT_LOCK_TTL, this.capabilities.minTtl);
     this.checkTtl(ttl, 'lock ttl');
@@ -348,6 +353,11 @@ export abstract class BaseStore implements Store {
     options: CallOptions | undefined,
     fn: (signal: AbortSignal) => Promise<T>,
   ): Promise<T> {
+    try {
+      checkSignal(options);
+    } catch (error) {
+      return Promise.reject(error);
+    }
     return runBounded(
       { user: options?.signal, closing: this.closing, timeout: this.requestTimeout, operation },
       async (signal) => {
@@ -382,6 +392,7 @@ export abstract class BaseStore implements Store {
   }
 
   private readOptions(options: ReadOptions | undefined, signal: AbortSignal): PrimitiveReadOptions {
+    checkOptions(options, READ_OPTIONS);
     const consistent = options?.consistent === true;
     if (consistent && !this.capabilities.consistentRead) {
       throw new NotSupportedError(this.backend, 'consistent reads');
@@ -391,6 +402,7 @@ export abstract class BaseStore implements Store {
 
   /** Validates ttl and keepAlive as the Store's writes do; for a backend's own write calls. */
   protected writeOptions(options: WriteOptions | undefined, signal: AbortSignal): PrimitiveWriteOptions {
+    checkOptions(options, WRITE_OPTIONS);
     let ttl = options?.ttl;
     const keepAlive = options?.keepAlive === true;
     if (ttl !== undefined || keepAlive) {
@@ -404,8 +416,10 @@ export abstract class BaseStore implements Store {
 
   /** Throws `InvalidArgumentError` for a ttl that is not a positive integer of at least `minTtl`. */
   protected checkTtl(ttl: number, what: string): void {
-    if (typeof ttl !== 'number' || !Number.isSafeInteger(ttl) || ttl <= 0) {
-      throw new InvalidArgumentError(`${what} must be a positive integer number of ms, got ${String(ttl)}`);
+    if (typeof ttl !== 'number' || !Number.isSafeInteger(ttl) || ttl <= 0 || ttl > MAX_TIMER_MS) {
+      throw new InvalidArgumentError(
+        `${what} must be a positive integer number of ms up to ${MAX_TIMER_MS}, got ${String(ttl)}`,
+      );
     }
     if (ttl < this.capabilities.minTtl) {
       const setting = this.minTtlSetting ? ` (the server setting ${this.minTtlSetting} governs it)` : '';
@@ -456,6 +470,12 @@ export abstract class BaseStore implements Store {
   ): Channel<T> {
     const controller = new AbortController();
     const channel = new Channel<T>({ onReturn: () => controller.abort() });
+    try {
+      checkOptions(options, CALL_OPTIONS);
+    } catch (error) {
+      channel.fail(error);
+      return channel;
+    }
     if (this.closed) {
       channel.fail(new ClosedError());
       return channel;
@@ -524,4 +544,42 @@ export function diffListings(before: readonly KVPair[], after: readonly KVPair[]
     }
   }
   return changes;
+}
+
+const CALL_OPTIONS = ['signal'] as const;
+const READ_OPTIONS = ['signal', 'consistent'] as const;
+const WRITE_OPTIONS = ['signal', 'ttl', 'keepAlive'] as const;
+const LOCK_OPTIONS = ['value', 'ttl'] as const;
+const BOOLEAN_OPTIONS: ReadonlySet<string> = new Set(['consistent', 'keepAlive']);
+
+function checkSignal(options: CallOptions | undefined): void {
+  const signal = (options as { signal?: unknown } | undefined | null)?.signal;
+  if (signal === undefined) return;
+  const candidate = signal as { aborted?: unknown; addEventListener?: unknown } | null;
+  if (
+    typeof candidate !== 'object' ||
+    candidate === null ||
+    typeof candidate.aborted !== 'boolean' ||
+    typeof candidate.addEventListener !== 'function'
+  ) {
+    throw new InvalidArgumentError('options.signal must be an AbortSignal');
+  }
+}
+
+/** Unknown or mistyped call options are an `InvalidArgumentError`, never silently ignored. */
+function checkOptions(options: unknown, accepted: readonly string[]): void {
+  if (options === undefined || options === null) return;
+  if (typeof options !== 'object')
+    throw new InvalidArgumentError(`options must be an object, got ${typeof options}`);
+  for (const [name, value] of Object.entries(options)) {
+    if (!accepted.includes(name)) {
+      throw new InvalidArgumentError(
+        `unknown option ${JSON.stringify(name)} (accepted: ${accepted.join(', ')})`,
+      );
+    }
+    if (value !== undefined && BOOLEAN_OPTIONS.has(name) && typeof value !== 'boolean') {
+      throw new InvalidArgumentError(`option ${name} must be a boolean, got ${JSON.stringify(value)}`);
+    }
+  }
+  checkSignal(options as CallOptions);
 }

@@ -1,5 +1,8 @@
 import { abortError, ClosedError, KVError, UnavailableError } from './errors.js';
 
+/** The longest delay `setTimeout` honours; a longer one fires at once. */
+export const MAX_TIMER_MS = 2_147_483_647;
+
 export interface CallScope {
   /** The caller's signal, if any. */
   readonly user: AbortSignal | undefined;

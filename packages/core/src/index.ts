@@ -10,7 +10,7 @@ export {
   type PrimitiveWriteOptions,
   type RawPair,
 } from './base-store.js';
-export { backoff, delay } from './call.js';
+export { backoff, delay, MAX_TIMER_MS } from './call.js';
 export { Channel } from './channel.js';
 export {
   AuthenticationError,
@@ -38,6 +38,7 @@ export {
   createStore,
   loadBackend,
   parseOptionValue,
+  parseQueryOptions,
   parseStoreUrl,
   registerBackend,
   registeredBackends,

@@ -6,6 +6,13 @@ export interface AcquiredLock {
   /** Strictly greater than every token handed out before for this key. */
   readonly fencingToken: number;
   /**
+   * `Date.now()` just before the request that won the lock was sent. The
+   * server's ttl started after it, so the loss deadline counts from it.
+   * Without it the deadline counts from when the grant arrived, which is
+   * late by the round trip.
+   */
+  readonly sentAt?: number;
+  /**
    * Extends the hold by the lock's ttl. Rejects with `LockLostError` when the
    * server says this holder no longer holds it; any other rejection counts
    * as "could not reach the server" and is retried until the loss deadline.
@@ -71,6 +78,21 @@ export class StoreLock implements Lock {
   }
 
   private take(wait: boolean, options?: LockCallOptions): Promise<LockLease | null> {
+    const unknown =
+      options && typeof options === 'object' ? Object.keys(options).filter((n) => n !== 'signal') : [];
+    if (unknown.length > 0) {
+      return Promise.reject(
+        new InvalidArgumentError(`unknown lock call option(s): ${unknown.join(', ')} (accepted: signal)`),
+      );
+    }
+    // Refused here, before `pending` is replaced, so close() still waits for the attempt in flight.
+    if (this.held || this.busy) {
+      return Promise.reject(
+        new InvalidArgumentError(
+          `lock ${JSON.stringify(this.key)} is already held or being acquired by this Lock object; unlock() it first or use another newLock()`,
+        ),
+      );
+    }
     const taking = this.acquire(wait, options);
     this.pending = taking;
     return taking;
@@ -80,11 +102,6 @@ export class StoreLock implements Lock {
     this.host.assertOpen();
     const user = options?.signal;
     if (user?.aborted) throw abortError(user);
-    if (this.held || this.busy) {
-      throw new InvalidArgumentError(
-        `lock ${JSON.stringify(this.key)} is already held or being acquired by this Lock object; unlock() it first or use another newLock()`,
-      );
-    }
     this.busy = true;
     // Tracked while acquiring too, so close() waits for this attempt to settle.
     this.host.track(this);
@@ -190,8 +207,8 @@ class Hold {
   }
 
   start(): void {
-    // The acquisition itself counts as a confirmed renewal, sent just now at the latest.
-    this.armDeadline(Date.now());
+    // The acquisition counts as a confirmed renewal, sent at `sentAt`.
+    this.armDeadline(this.acquired.sentAt ?? Date.now());
     this.scheduleRenew();
   }
 

@@ -1,6 +1,7 @@
 import { createRequire } from 'node:module';
 import { join } from 'node:path';
 import { pathToFileURL } from 'node:url';
+import { MAX_TIMER_MS } from './call.js';
 import {
   backendPackage,
   InvalidArgumentError,
@@ -130,10 +131,27 @@ export function parseStoreUrl(url: string): StoreConfig {
   }
   if (hosts) config.endpoints = hosts.split(',').filter((h) => h !== '');
   if (path && path !== '/') config.prefix = decode(path, 'path');
-  for (const [name, value] of new URLSearchParams(query ?? '')) {
-    config[name] = parseOptionValue(value);
-  }
+  parseQueryOptions(query ?? '', config);
   return config as StoreConfig;
+}
+
+/** Options whose URL values stay strings even when they look like numbers (`?prefix=2024`). */
+const STRING_OPTIONS: ReadonlySet<string> = new Set(['prefix', 'username', 'password', 'token']);
+
+/**
+ * Adds a URL's query parameters to `config` as options: integers become
+ * numbers and `true`/`false` booleans, except for string options (the
+ * common ones and `strings`), which stay as written.
+ */
+export function parseQueryOptions(
+  query: string,
+  config: Record<string, unknown>,
+  strings: Iterable<string> = [],
+): void {
+  const keep = new Set([...STRING_OPTIONS, ...strings]);
+  for (const [name, value] of new URLSearchParams(query)) {
+    config[name] = keep.has(name) ? value : parseOptionValue(value);
+  }
 }
 
 /** Query-string values: integers become numbers, `true`/`false` booleans, the rest stays a string. */
@@ -153,9 +171,9 @@ function schemeOf(url: string): string {
 function positiveMs(config: Record<string, unknown>, name: string): number {
   const value = config[name];
   if (value === undefined) return DEFAULT_TIMEOUT;
-  if (typeof value !== 'number' || !Number.isSafeInteger(value) || value <= 0) {
+  if (typeof value !== 'number' || !Number.isSafeInteger(value) || value <= 0 || value > MAX_TIMER_MS) {
     throw new InvalidArgumentError(
-      `${name} must be a positive integer number of ms, got ${JSON.stringify(value)}`,
+      `${name} must be a positive integer number of ms up to ${MAX_TIMER_MS}, got ${JSON.stringify(value)}`,
     );
   }
   return value;
@@ -227,7 +245,8 @@ export async function createStore<B extends string>(config: string | StoreConfig
     );
     timer.unref?.();
   });
-  const opening = definition.create(resolved);
+  // A create that throws synchronously rejects like one that rejects.
+  const opening = Promise.resolve().then(() => definition.create(resolved));
   try {
     return await Promise.race([opening, deadline]);
   } catch (error) {
