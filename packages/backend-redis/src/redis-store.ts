@@ -581,6 +581,8 @@ export class RedisStore extends BaseStore {
       for (let attempt = 0; ; ) {
         feed?.clear();
         let reply: [number, number];
+        // The server's PX clock starts after this: the loss deadline counts from here.
+        const sentAt = Date.now();
         try {
           reply = await this.script<[number, number]>(
             'lock',
@@ -599,7 +601,7 @@ export class RedisStore extends BaseStore {
         }
         attempt = 0;
         const [acquired, n] = reply;
-        if (acquired === 1) return this.lockHandle(key, token, ttl, n);
+        if (acquired === 1) return this.lockHandle(key, token, ttl, n, sentAt);
         if (!feed) return null;
         // Held: wait for the key to change or expire, or for the holder's ttl at the latest.
         const until = Date.now() + (n >= 0 ? n + 2 : 1_000);
@@ -615,9 +617,16 @@ export class RedisStore extends BaseStore {
     }
   }
 
-  private lockHandle(key: string, token: string, ttl: number, fencingToken: number): AcquiredLock {
+  private lockHandle(
+    key: string,
+    token: string,
+    ttl: number,
+    fencingToken: number,
+    sentAt: number,
+  ): AcquiredLock {
     return {
       fencingToken,
+      sentAt,
       renew: async (signal) => {
         const held = await this.script<number>('renew', [key, token, String(ttl)], signal);
         if (held !== 1) {

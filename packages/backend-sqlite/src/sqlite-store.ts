@@ -138,6 +138,13 @@ export class SqliteStore extends BaseStore {
     if (config.endpoints !== undefined) {
       throw new InvalidArgumentError('the sqlite backend takes a `path`, not `endpoints`');
     }
+    for (const option of ['username', 'password', 'token', 'tls'] as const) {
+      if (config[option] !== undefined) {
+        throw new InvalidArgumentError(
+          `the sqlite backend has no \`${option}\`: it is a local file, not a server`,
+        );
+      }
+    }
     const path = config.path ?? ':memory:';
     if (typeof path !== 'string' || path === '')
       throw new InvalidArgumentError('path must be a file path or :memory:');
