@@ -551,10 +551,11 @@ export class EtcdStore extends BaseStore {
     const seconds = Math.ceil(request.ttl / 1000);
     for (;;) {
       if (request.signal.aborted) throw abortError(request.signal);
+      const grantedAt = Date.now();
       const lease = await this.grant(seconds);
       let handedOver = false;
       try {
-        const outcome = await this.contend(key, lease, seconds, request);
+        const outcome = await this.contend(key, lease, seconds, grantedAt, request);
         if (outcome === 'again') continue;
         handedOver = outcome !== null;
         return outcome;
@@ -568,6 +569,7 @@ export class EtcdStore extends BaseStore {
     key: string,
     lease: string,
     seconds: number,
+    grantedAt: number,
     request: AcquireRequest,
   ): Promise<AcquiredLock | null | 'again'> {
     const waiter = keyBytes(waiterKey(key, lease));
@@ -585,7 +587,7 @@ export class EtcdStore extends BaseStore {
     const mine = num(first.header.revision);
     // Aborted meanwhile: the caller is gone; the lease (and with it anything written) is revoked.
     if (request.signal.aborted) throw abortError(request.signal);
-    if (first.succeeded) return this.holding(key, waiter, lease, mine, mine, request);
+    if (first.succeeded) return this.holding(key, waiter, lease, mine, mine, grantedAt, request);
     if (!request.wait) return null;
 
     // Queued: keep the lease alive while waiting; if it is lost anyway, start over.
@@ -593,10 +595,15 @@ export class EtcdStore extends BaseStore {
     const onAbort = () => waiting.abort(request.signal.reason);
     request.signal.addEventListener('abort', onAbort, { once: true });
     let leaseLost = false;
-    this.keeper.add(lease, seconds, () => {
-      leaseLost = true;
-      waiting.abort(new Error('the waiter lease expired'));
-    });
+    this.keeper.add(
+      lease,
+      seconds,
+      () => {
+        leaseLost = true;
+        waiting.abort(new Error('the waiter lease expired'));
+      },
+      grantedAt,
+    );
     try {
       for (let failures = 0; ; ) {
         if (request.signal.aborted) throw abortError(request.signal);
@@ -618,8 +625,10 @@ export class EtcdStore extends BaseStore {
             });
             if (!confirm.succeeded) return 'again';
             if (request.signal.aborted) throw abortError(request.signal);
+            // The lease, and so the lock, runs at least its ttl from the last renewal the server confirmed.
+            const sentAt = this.keeper.confirmedSentAt(lease) ?? grantedAt;
             this.keeper.remove(lease);
-            return this.holding(key, waiter, lease, mine, num(confirm.header.revision), request);
+            return this.holding(key, waiter, lease, mine, num(confirm.header.revision), sentAt, request);
           }
           await this.waitForDelete(previous.key, num(before.header.revision) + 1, waiting.signal);
           failures = 0;
@@ -644,6 +653,7 @@ export class EtcdStore extends BaseStore {
     lease: string,
     token: number,
     heldSince: number,
+    sentAt: number,
     request: AcquireRequest,
   ): AcquiredLock {
     const watching = new AbortController();
@@ -656,6 +666,7 @@ export class EtcdStore extends BaseStore {
     );
     return {
       fencingToken: token,
+      sentAt,
       renew: async (signal) => {
         const ttl = await keepAliveOnce(this.client, lease, signal);
         if (ttl <= 0) throw new LockLostError(this.userKey(key), 'its lease expired');

@@ -42,6 +42,8 @@ export async function keepAliveOnce(client: Etcd3, id: string, signal: AbortSign
 interface Kept {
   readonly ttlSeconds: number;
   readonly onLost: ((why: string) => void) | undefined;
+  /** `Date.now()` when the last keep-alive the server confirmed was sent: the lease runs at least ttl from it. */
+  confirmedSentAt: number;
   timer: NodeJS.Timeout | undefined;
   renewing: AbortController | undefined;
 }
@@ -61,12 +63,18 @@ export class LeaseKeeper {
     private readonly requestTimeout: number,
   ) {}
 
-  add(id: string, ttlSeconds: number, onLost?: (why: string) => void): void {
+  /** `since`: when the lease was granted or last renewed (`Date.now()` before that request was sent). */
+  add(id: string, ttlSeconds: number, onLost?: (why: string) => void, since = Date.now()): void {
     if (this.stopped) return;
     this.remove(id);
-    const entry: Kept = { ttlSeconds, onLost, timer: undefined, renewing: undefined };
+    const entry: Kept = { ttlSeconds, onLost, confirmedSentAt: since, timer: undefined, renewing: undefined };
     this.kept.set(id, entry);
     this.schedule(id, entry, (ttlSeconds * 1000) / 3);
+  }
+
+  /** When the last confirmed renewal of `id` was sent, if it is kept. */
+  confirmedSentAt(id: string): number | undefined {
+    return this.kept.get(id)?.confirmedSentAt;
   }
 
   has(id: string): boolean {
@@ -102,6 +110,7 @@ export class LeaseKeeper {
     const timer = setTimeout(() => attempt.abort(), Math.min(this.requestTimeout, entry.ttlSeconds * 500));
     timer.unref();
     try {
+      const sentAt = Date.now();
       const ttl = await keepAliveOnce(this.client, id, attempt.signal);
       if (this.kept.get(id) !== entry) return;
       if (ttl <= 0) {
@@ -109,6 +118,7 @@ export class LeaseKeeper {
         entry.onLost?.('the lease expired or was revoked');
         return;
       }
+      entry.confirmedSentAt = sentAt;
       this.schedule(id, entry, (entry.ttlSeconds * 1000) / 3);
     } catch {
       if (this.kept.get(id) !== entry) return;
