@@ -9,7 +9,7 @@ const etcd = await serverFor('etcd');
 const faultServer = etcd.available ? await privateServer('the fault cases', () => launchEtcd()) : undefined;
 const faults = faultServer?.server
   ? serverFaultHooks(faultServer.server, (endpoints, prefix) =>
-      createStore({ backend: 'etcd', endpoints, prefix, requestTimeout: 3_000 }),
+      createStore({ backend: 'etcd', endpoints, prefix, requestTimeout: 1_000 }),
     )
   : undefined;
 afterAll(async () => {

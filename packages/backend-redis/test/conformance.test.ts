@@ -9,7 +9,7 @@ const redis = await serverFor('redis');
 const faultServer = redis.available ? await privateServer('the fault cases', () => launchRedis()) : undefined;
 const faults = faultServer?.server
   ? serverFaultHooks(faultServer.server, (endpoints, prefix) =>
-      createStore({ backend: 'redis', endpoints, prefix, requestTimeout: 3_000 }),
+      createStore({ backend: 'redis', endpoints, prefix, requestTimeout: 1_000 }),
     )
   : undefined;
 afterAll(async () => {

@@ -1,5 +1,12 @@
 import { expect } from 'vitest';
-import { KeyModifiedError, type KVPair, type LockLease, type Store } from '../index.js';
+import {
+  KeyExistsError,
+  KeyModifiedError,
+  KeyNotFoundError,
+  type KVPair,
+  type LockLease,
+  type Store,
+} from '../index.js';
 import {
   type Define,
   expectKVError,
@@ -11,6 +18,13 @@ import {
   text,
   within,
 } from './harness.js';
+import { checkKVHistory, type KVInput, type KVOperation, type KVOutput } from './linearizability.js';
+
+/** ms the linearizability workload runs. */
+export const LINEARIZABLE_RUN_MS = 8_000;
+export const LINEARIZABLE_CLIENTS = 5;
+/** Operations per client: bounds the history the checker searches. */
+export const LINEARIZABLE_OPS = 200;
 
 /** Cases that break things through the backend's `faults` hooks, on the backend's own fault server. */
 export function faultCases(define: Define): void {
@@ -132,6 +146,144 @@ export function faultCases(define: Define): void {
         expect(again.fencingToken, 'fencing token went backwards across the restart').toBeGreaterThan(token);
         await lock.unlock();
       }),
+  );
+}
+
+/**
+ * Five clients run get / put / atomicPut / atomicDelete / delete on three keys
+ * (every written value unique), while a nemesis black-holes one client at a
+ * time when the backend gives `openPartitionable`. Every call's invocation and
+ * completion is recorded on one monotonic clock; calls that failed without a
+ * definite answer count as "may have happened". The history must be
+ * linearizable under a register-with-CAS model, key by key.
+ */
+export function linearizabilityCase(define: Define): void {
+  define(
+    'concurrent get/put/atomicPut/atomicDelete form a linearizable history (a nemesis partitions clients when it can)',
+    { rows: ['linearizable', 'get', 'put', 'atomicPut', 'atomicDelete'], timeout: () => 120_000 },
+    async (t) => {
+      const hooks = t.settings.faults;
+      const cuts: PartitionableStore[] = [];
+      const stores: Store[] = [];
+      try {
+        for (let c = 0; c < LINEARIZABLE_CLIENTS; c++) {
+          if (hooks?.openPartitionable) {
+            const cut = await hooks.openPartitionable(`${t.prefix}/lin`);
+            cuts.push(cut);
+            stores.push(cut.store);
+          } else {
+            stores.push(await t.open('lin'));
+          }
+        }
+        const history: KVOperation[] = [];
+        const until = performance.now() + LINEARIZABLE_RUN_MS * t.settings.timeScale;
+        let faults = 0;
+        const nemesis = (async () => {
+          if (cuts.length === 0) return;
+          for (let i = 0; performance.now() < until - 1_500; i++) {
+            const cut = cuts[i % cuts.length] as PartitionableStore;
+            await sleep(500);
+            await cut.partition();
+            faults++;
+            // Short cuts delay calls; long ones (past a typical requestTimeout) leave outcomes unknown.
+            await sleep(i % 2 === 0 ? 600 : 1_600);
+            await cut.heal();
+          }
+        })();
+        await Promise.all(stores.map((store, c) => runClient(store, c, until, history)));
+        await nemesis;
+        const result = checkKVHistory(history);
+        const summary = `${history.length} operations (${history.filter((o) => o.ret === Number.POSITIVE_INFINITY).length} of unknown outcome), ${faults} partitions, ${result.visited} states searched`;
+        if (process.env.KV_CONFORMANCE_VERBOSE) console.info(`linearizability: ${summary}`);
+        expect(result.inconclusive, summary).toBeUndefined();
+        expect(result.ok, `not linearizable on key ${result.failedKey}: ${summary}`).toBe(true);
+        expect(history.filter((o) => o.ret !== Number.POSITIVE_INFINITY).length).toBeGreaterThan(50);
+      } finally {
+        await Promise.allSettled(cuts.map((c) => c.heal()));
+        if (hooks) await Promise.allSettled(cuts.map((c) => c.store.close()));
+      }
+    },
+  );
+}
+
+const LIN_KEYS = ['a', 'b', 'c'];
+
+async function runClient(store: Store, client: number, until: number, history: KVOperation[]): Promise<void> {
+  const pairs = new Map<string, KVPair | null>();
+  let n = 0;
+  // Paced so the operations spread over the whole run, through the nemesis's partitions.
+  const pace = (2 * Math.max(0, until - performance.now())) / LINEARIZABLE_OPS;
+  while (performance.now() < until && n < LINEARIZABLE_OPS) {
+    await sleep(Math.random() * pace);
+    const key = LIN_KEYS[Math.floor(Math.random() * LIN_KEYS.length)] as string;
+    const roll = Math.random();
+    const value = `c${client}-${n++}`;
+    const known = pairs.get(key);
+    let input: KVInput;
+    let run: () => Promise<KVOutput>;
+    if (roll < 0.4 || known === undefined) {
+      input = { f: 'get' };
+      run = async () => {
+        try {
+          const pair = await store.get(key);
+          pairs.set(key, pair);
+          return text(pair.value);
+        } catch (error) {
+          if (KeyNotFoundError.isInstance(error)) {
+            pairs.set(key, null);
+            return null;
+          }
+          throw error;
+        }
+      };
+    } else if (roll < 0.55) {
+      input = { f: 'put', value };
+      run = () => store.put(key, value).then(() => true);
+    } else if (roll < 0.85) {
+      input = { f: 'cas', expected: known === null ? null : text(known.value), value };
+      run = async () => {
+        try {
+          pairs.set(key, await store.atomicPut(key, value, known));
+          return true;
+        } catch (error) {
+          if (definiteNo(error)) return false;
+          throw error;
+        }
+      };
+    } else if (roll < 0.95 && known !== null) {
+      input = { f: 'cad', expected: text(known.value) };
+      run = async () => {
+        try {
+          await store.atomicDelete(key, known);
+          pairs.set(key, null);
+          return true;
+        } catch (error) {
+          if (definiteNo(error)) return false;
+          throw error;
+        }
+      };
+    } else {
+      input = { f: 'delete' };
+      run = () => store.delete(key).then(() => true);
+    }
+    const call = performance.now();
+    try {
+      const output = await run();
+      history.push({ key, client, input, output, call, ret: performance.now() });
+    } catch {
+      // No definite answer: a read had no effect, a write may or may not have happened.
+      if (input.f !== 'get')
+        history.push({ key, client, input, output: undefined, call, ret: Number.POSITIVE_INFINITY });
+      pairs.delete(key);
+    }
+  }
+}
+
+function definiteNo(error: unknown): boolean {
+  return (
+    KeyModifiedError.isInstance(error) ||
+    KeyExistsError.isInstance(error) ||
+    KeyNotFoundError.isInstance(error)
   );
 }
 

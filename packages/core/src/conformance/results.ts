@@ -25,6 +25,7 @@ export const ROWS = [
   { id: 'close', call: 'Close' },
   { id: 'partition', call: 'Fault: one client partitioned' },
   { id: 'restart', call: 'Fault: server restarted' },
+  { id: 'linearizable', call: 'Linearizable (checked history)' },
 ] as const satisfies readonly { id: string; call: string; capability?: CapabilityName }[];
 
 export type RowId = (typeof ROWS)[number]['id'];
