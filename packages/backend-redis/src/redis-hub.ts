@@ -1,6 +1,6 @@
 import { randomUUID } from 'node:crypto';
 import { abortError, delay, isBelow, type KVError, NotSupportedError } from '@kv/core';
-import { type Change, parseChange } from './redis-script.js';
+import { type Change, parseChange, parseUnlock } from './redis-script.js';
 
 /** What a watcher or lock waiter pulls from its feed. */
 export type FeedItem =
@@ -244,7 +244,13 @@ export class Hub {
     const name = channel.toString('utf8');
     if (name === this.host.channel) {
       const change = parseChange(message);
-      if (change) for (const feed of this.feeds) feed.offerChange(change);
+      if (change) {
+        for (const feed of this.feeds) feed.offerChange(change);
+        return;
+      }
+      // A freed lock whose data was gone: lock waiters wake up (as for a lock key's expiry).
+      const unlocked = parseUnlock(message);
+      if (unlocked !== undefined) for (const feed of this.feeds) feed.offerExpired(unlocked, true);
       return;
     }
     const key = message.toString('utf8');

@@ -15,6 +15,8 @@ import { createHash } from 'node:crypto';
  *   P<seq>:<keylen>:<key>          put of a value too large to send inline
  *   d<seq>:<keylen>:<key>          delete (also: an expired or evicted key left the index)
  *   t<seq>:<keylen>:<dir>          deleteTree: <dir> and everything below it
+ *   u0:<keylen>:<key>              a lock whose key was already deleted was freed (no sequence
+ *                                  number: not a change of the data, only a wake-up for lock waiters)
  */
 export const SCRIPT = `
 local idx, seqk = KEYS[1], KEYS[2]
@@ -50,12 +52,13 @@ local function write(k, v, ttl, owner)
   return seq
 end
 
+-- Removes a key's data. Never its lock key: a lock belongs to its holder, and only unlock, the
+-- lock's ttl or a renewal that finds its data gone frees it (so a delete cannot make two holders).
 local function remove(k)
-  redis.call('DEL', lk(k))
   local existed = redis.call('DEL', dk(k)) == 1
   local indexed = redis.call('ZREM', idx, k) == 1
   if existed or indexed then emit('d', nextseq(), k) end
-  return existed
+  return existed or indexed
 end
 
 local function counter() return tonumber(redis.call('GET', seqk) or '0') end
@@ -86,12 +89,11 @@ elseif op == 'deltree' then
   local dir = ARGV[5]
   local lo, hi = '[' .. dir .. '/', '(' .. dir .. '0'
   local any = false
-  redis.call('DEL', lk(dir))
   if redis.call('DEL', dk(dir)) == 1 then any = true end
   if redis.call('ZREM', idx, dir) == 1 then any = true end
   local keys = redis.call('ZRANGEBYLEX', idx, lo, hi)
   for _, k in ipairs(keys) do
-    redis.call('DEL', dk(k), lk(k))
+    redis.call('DEL', dk(k))
   end
   if #keys > 0 then
     redis.call('ZREMRANGEBYLEX', idx, lo, hi)
@@ -150,9 +152,11 @@ elseif op == 'lock' then
   end
   return { 0, redis.call('PTTL', lk(k)) }
 elseif op == 'renew' then
-  -- key token ttl -> 1 held and extended, 0 not the holder
+  -- key token ttl -> 1 held and extended, 0 not the holder, 2 still the holder but its key was
+  -- deleted (delete, deleteTree): not extended; the holder gives the lock up (unlock) once it knows.
   local k = ARGV[5]
   if redis.call('GET', lk(k)) ~= ARGV[6] then return 0 end
+  if redis.call('EXISTS', dk(k)) == 0 then return 2 end
   redis.call('PEXPIRE', lk(k), ARGV[7])
   redis.call('PEXPIRE', dk(k), ARGV[7])
   return 1
@@ -160,7 +164,11 @@ elseif op == 'unlock' then
   -- key token -> 1 released, 0 not the holder
   local k = ARGV[5]
   if redis.call('GET', lk(k)) ~= ARGV[6] then return 0 end
-  remove(k)
+  redis.call('DEL', lk(k))
+  if not remove(k) then
+    -- Its data was already deleted, so no delete message woke the waiters: tell them it is free.
+    redis.call('PUBLISH', chan, string.format('u0:%d:', #k) .. k)
+  end
   return 1
 end
 return redis.error_reply('ERR kv: unknown operation ' .. tostring(op))
@@ -192,6 +200,16 @@ function readNumber(buf: Buffer, from: number): { value: number; next: number } 
   }
   if (i === from || i >= buf.length) return undefined;
   return { value, next: i + 1 };
+}
+
+/** The key of an unlock notice (`u0:<keylen>:<key>`); undefined for anything else. */
+export function parseUnlock(buf: Buffer): string | undefined {
+  if (buf[0] !== 117 /* u */) return undefined;
+  const seq = readNumber(buf, 1);
+  if (!seq) return undefined;
+  const len = readNumber(buf, seq.next);
+  if (!len || len.next + len.value !== buf.length) return undefined;
+  return buf.toString('utf8', len.next, len.next + len.value);
 }
 
 /** Parses a change message; undefined for anything else. */

@@ -629,9 +629,11 @@ export class RedisStore extends BaseStore {
       sentAt,
       renew: async (signal) => {
         const held = await this.script<number>('renew', [key, token, String(ttl)], signal);
-        if (held !== 1) {
-          throw new LockLostError(this.userKey(key), 'its key expired, was deleted or was taken over');
+        if (held === 2) {
+          // Still ours on the server: the core aborts `lost` first, then releases (unlock) it.
+          throw new LockLostError(this.userKey(key), 'its key was deleted (delete or deleteTree)');
         }
+        if (held !== 1) throw new LockLostError(this.userKey(key), 'it expired or was taken over');
       },
       release: async (signal) => {
         if (this.destroyed) return;
