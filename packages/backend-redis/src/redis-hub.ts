@@ -182,7 +182,6 @@ export class Hub {
   private readonly feeds = new Set<Feed>();
   private failure: KVError | undefined;
   private notifications: Promise<void> | undefined;
-  private readyCount = 0;
   private readonly probes = new Map<string, () => void>();
 
   constructor(host: HubHost) {
@@ -196,7 +195,12 @@ export class Hub {
     return feed;
   }
 
-  /** Resolves once subscribed (the client retries a lost connection by itself). */
+  /**
+   * Resolves once subscribed (after that the client retries a lost connection by itself). A
+   * permanent error (credentials, ACL, store closed) fails the hub for good; a transient one
+   * (a connection dropped during the first SUBSCRIBE, say) rejects this call only: the caller
+   * retries with backoff, and the next call starts over with a fresh subscriber.
+   */
   async ready(signal: AbortSignal): Promise<void> {
     if (this.failure) throw this.failure;
     this.started ??= this.start();
@@ -206,11 +210,12 @@ export class Hub {
   private async start(): Promise<void> {
     const sub = this.host.newSubscriber();
     this.sub = sub;
+    let readyCount = 0;
     sub.on('error', (error) => {
-      if (this.host.isPermanent(error)) this.fail(this.host.mapError(error, 'watch'));
+      if (this.sub === sub && this.host.isPermanent(error)) this.fail(this.host.mapError(error, 'watch'));
     });
     sub.on('ready', () => {
-      if (++this.readyCount === 1) return;
+      if (this.sub !== sub || ++readyCount === 1) return;
       // Reconnected: the server may have restarted (settings and data lost); everyone re-reads.
       this.notifications = undefined;
       for (const feed of this.feeds) feed.resync();
@@ -224,7 +229,18 @@ export class Hub {
       );
     } catch (error) {
       const mapped = this.host.mapError(error, 'watch');
-      this.fail(mapped);
+      if (this.host.isPermanent(error) || this.host.closing.aborted) {
+        this.fail(mapped);
+        throw mapped;
+      }
+      // Transient: forget this attempt, so the next ready() subscribes again on a new connection.
+      if (this.sub === sub) this.sub = undefined;
+      this.started = undefined;
+      try {
+        sub.destroy();
+      } catch {
+        // already gone
+      }
       throw mapped;
     }
   }

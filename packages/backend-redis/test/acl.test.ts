@@ -71,7 +71,9 @@ describe.skipIf(skip !== false)('redis ACL users and passwords', () => {
     await watch.return?.();
     expect(first.value && text(first.value.value)).toBe('v');
     // A wrong password in that form is still refused.
-    await expect(createStore(`redis://:nope@${endpoint}/x`)).rejects.toSatisfy(AuthenticationError.isInstance);
+    await expect(createStore(`redis://:nope@${endpoint}/x`)).rejects.toSatisfy(
+      AuthenticationError.isInstance,
+    );
   });
 
   it('a wrong password is AuthenticationError, for an ACL user and for the default user', async () => {

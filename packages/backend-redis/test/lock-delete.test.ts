@@ -18,7 +18,12 @@ const abortedAt = (signal: AbortSignal): Promise<number> =>
 describe.skipIf(!redis.available)('redis: data deletes never free a held lock', () => {
   const stores: Store[] = [];
   const open = async (namespace: string) => {
-    const store = await createStore({ backend: 'redis', endpoints: redis.endpoints, namespace, prefix: 'ld' });
+    const store = await createStore({
+      backend: 'redis',
+      endpoints: redis.endpoints,
+      namespace,
+      prefix: 'ld',
+    });
     stores.push(store);
     return store;
   };
@@ -51,9 +56,10 @@ describe.skipIf(!redis.available)('redis: data deletes never free a held lock', 
       const { lease, at } = await within(won, ttl, 'the waiter acquiring after the holder let go');
       const overlapMs = Math.max(0, lostAt - at);
       process.stderr.write(`[backend-redis] ${how}: two holders for ${overlapMs.toFixed(1)} ms\n`);
-      expect(holderLostWhenWaiterWon, 'the waiter won while the first holder still believed it held the lock').toBe(
-        true,
-      );
+      expect(
+        holderLostWhenWaiterWon,
+        'the waiter won while the first holder still believed it held the lock',
+      ).toBe(true);
       expect(overlapMs).toBe(0);
       // Freed as soon as the holder let go, not at the end of its ttl.
       expect(at - lostAt).toBeLessThan(ttl / 2);
