@@ -6,7 +6,8 @@ import { createHash } from 'node:crypto';
  * its version and its change message can never interleave with another write.
  *
  * KEYS[1] the index (a sorted set, every member scored 0, so ZRANGEBYLEX walks it in key order)
- * KEYS[2] the sequence counter (INCR): versions, fencing tokens and change numbers
+ * KEYS[2] the sequence counter (INCR; seeded from the server's TIME when missing): versions, fencing
+ *         tokens and change numbers
  * ARGV[1] the operation, ARGV[2] the key-name prefix (`{kv}:`), ARGV[3] the change channel,
  * ARGV[4] the largest value sent inline in a change message; then the operation's arguments.
  *
@@ -24,7 +25,21 @@ local op, ns, chan, inline = ARGV[1], ARGV[2], ARGV[3], tonumber(ARGV[4])
 
 local function dk(k) return ns .. 'd:' .. k end
 local function lk(k) return ns .. 'l:' .. k end
-local function nextseq() return redis.call('INCR', seqk) end
+-- The counter never goes back, even when the server lost it (a restart without persistence, an
+-- eviction, a FLUSHALL): a missing counter starts at the server's time in microseconds. That
+-- exceeds every number handed out before, as long as fewer than one number per microsecond was
+-- drawn since the first seed (a script takes longer than that) and the server clock did not go back,
+-- and it stays below 2^53 (exact in a JS number) until the year 2255.
+local function seed()
+  if redis.call('EXISTS', seqk) == 0 then
+    local t = redis.call('TIME')
+    redis.call('SET', seqk, t[1] .. string.format('%06d', tonumber(t[2])))
+  end
+end
+local function nextseq()
+  seed()
+  return redis.call('INCR', seqk)
+end
 local function emit(t, seq, k, payload)
   redis.call('PUBLISH', chan, t .. string.format('%d:%d:', seq, #k) .. k .. (payload or ''))
 end
@@ -61,7 +76,10 @@ local function remove(k)
   return existed or indexed
 end
 
-local function counter() return tonumber(redis.call('GET', seqk) or '0') end
+local function counter()
+  seed()
+  return tonumber(redis.call('GET', seqk))
+end
 
 if op == 'put' then
   -- key value ttl owner
@@ -159,6 +177,12 @@ elseif op == 'renew' then
   if redis.call('EXISTS', dk(k)) == 0 then return 2 end
   redis.call('PEXPIRE', lk(k), ARGV[7])
   redis.call('PEXPIRE', dk(k), ARGV[7])
+  return 1
+elseif op == 'check' then
+  -- key token -> as renew, without extending: 1 held, 0 not the holder, 2 its key was deleted
+  local k = ARGV[5]
+  if redis.call('GET', lk(k)) ~= ARGV[6] then return 0 end
+  if redis.call('EXISTS', dk(k)) == 0 then return 2 end
   return 1
 elseif op == 'unlock' then
   -- key token -> 1 released, 0 not the holder

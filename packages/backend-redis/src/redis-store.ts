@@ -125,6 +125,8 @@ export class RedisStore extends BaseStore {
   private readonly names: Names;
   private readonly id = randomUUID();
   private readonly keepAliveKeys = new Map<string, number>();
+  /** Locks this store holds, by holder token: re-checked at once after every reconnect. */
+  private readonly heldLocks = new Map<string, { key: string; onLost: AcquireRequest['onLost'] }>();
   private keepAliveTimer: NodeJS.Timeout | undefined;
   private hub: Hub | undefined;
   private established = false;
@@ -155,6 +157,30 @@ export class RedisStore extends BaseStore {
     this.client.on('error', () => {
       // Reported to the calls that fail; reconnects are the client's job.
     });
+    this.client.on('ready', () => {
+      // A reconnect: the server may have restarted and lost the lock keys. Ask now, not at the
+      // next renewal (up to ttl/3 later), so `lost` aborts before anyone else can believe they hold it.
+      if (this.established && !this.closed) void this.recheckLocks();
+    });
+  }
+
+  private async recheckLocks(): Promise<void> {
+    for (const [token, { key, onLost }] of [...this.heldLocks]) {
+      if (this.closed) return;
+      let held: number;
+      try {
+        held = await this.script<number>('check', [key, token], AbortSignal.timeout(this.requestTimeout));
+      } catch {
+        return; // unreachable again: the next reconnect (or renewal) asks again
+      }
+      if (held === 1 || !this.heldLocks.has(token)) continue;
+      this.heldLocks.delete(token);
+      onLost(
+        held === 2
+          ? 'its key was deleted (delete or deleteTree)'
+          : 'after a reconnect its lock key was gone or held by another (the server restarted or lost it)',
+      );
+    }
   }
 
   private clientOptions(reconnectStrategy: (retries: number, cause: Error) => number | false): ClientOptions {
@@ -601,7 +627,10 @@ export class RedisStore extends BaseStore {
         }
         attempt = 0;
         const [acquired, n] = reply;
-        if (acquired === 1) return this.lockHandle(key, token, ttl, n, sentAt);
+        if (acquired === 1) {
+          this.heldLocks.set(token, { key, onLost: request.onLost });
+          return this.lockHandle(key, token, ttl, n, sentAt);
+        }
         if (!feed) return null;
         // Held: wait for the key to change or expire, or for the holder's ttl at the latest.
         const until = Date.now() + (n >= 0 ? n + 2 : 1_000);
@@ -629,6 +658,7 @@ export class RedisStore extends BaseStore {
       sentAt,
       renew: async (signal) => {
         const held = await this.script<number>('renew', [key, token, String(ttl)], signal);
+        if (held !== 1) this.heldLocks.delete(token);
         if (held === 2) {
           // Still ours on the server: the core aborts `lost` first, then releases (unlock) it.
           throw new LockLostError(this.userKey(key), 'its key was deleted (delete or deleteTree)');
@@ -636,6 +666,7 @@ export class RedisStore extends BaseStore {
         if (held !== 1) throw new LockLostError(this.userKey(key), 'it expired or was taken over');
       },
       release: async (signal) => {
+        this.heldLocks.delete(token);
         if (this.destroyed) return;
         await this.script('unlock', [key, token], signal);
       },
@@ -681,6 +712,7 @@ export class RedisStore extends BaseStore {
     if (this.keepAliveTimer) clearTimeout(this.keepAliveTimer);
     this.keepAliveTimer = undefined;
     this.keepAliveKeys.clear();
+    this.heldLocks.clear();
     this.hub?.close();
     this.destroyClient();
   }
