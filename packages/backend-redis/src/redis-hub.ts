@@ -167,6 +167,8 @@ export interface HubHost {
   sweep(fullKey: string): void;
   command<T>(args: string[], signal: AbortSignal): Promise<T>;
   isReplyError(error: unknown): boolean;
+  /** The number of open feeds (watches and lock waits) changed. */
+  feedsChanged(count: number): void;
 }
 
 /**
@@ -189,9 +191,12 @@ export class Hub {
   }
 
   attach(interest: Interest): Feed {
-    const feed = new Feed(interest, (f) => this.feeds.delete(f));
+    const feed = new Feed(interest, (f) => {
+      if (this.feeds.delete(f)) this.host.feedsChanged(this.feeds.size);
+    });
     if (this.failure) feed.fail(this.failure);
     this.feeds.add(feed);
+    this.host.feedsChanged(this.feeds.size);
     return feed;
   }
 

@@ -36,8 +36,8 @@ export const REDIS_CAPABILITIES: Capabilities = Object.freeze({
   keepAlive: true,
   consistentRead: true,
   minTtl: 50,
-  // Reads never see an expired key (Redis expires on access); watchers see its delete when Redis
-  // reports the expiry, which its active expiry cycle does within about 100 ms.
+  // Reads never see an expired key (Redis expires on access); watchers see its delete within about
+  // 100 ms of its deadline: while a watch is open the store makes Redis expire due keys itself.
   ttlGranularity: 250,
   maxValueSize: 16 * 1024 * 1024,
   distributed: true,
@@ -55,6 +55,7 @@ interface Names {
   readonly ns: string;
   readonly index: string;
   readonly seq: string;
+  readonly expiries: string;
   readonly dataPrefix: string;
   readonly lockPrefix: string;
   readonly probePrefix: string;
@@ -69,6 +70,7 @@ function namesOf(settings: RedisSettings): Names {
     ns,
     index: `${ns}idx`,
     seq: `${ns}seq`,
+    expiries: `${ns}exp`,
     dataPrefix: `${ns}d:`,
     lockPrefix: `${ns}l:`,
     probePrefix: `${ns}probe:`,
@@ -128,6 +130,9 @@ export class RedisStore extends BaseStore {
   /** Locks this store holds, by holder token: re-checked at once after every reconnect. */
   private readonly heldLocks = new Map<string, { key: string; onLost: AcquireRequest['onLost'] }>();
   private keepAliveTimer: NodeJS.Timeout | undefined;
+  private expiryTimer: NodeJS.Timeout | undefined;
+  private expiring = false;
+  private feedCount = 0;
   private hub: Hub | undefined;
   private established = false;
   private destroyed = false;
@@ -269,7 +274,7 @@ export class RedisStore extends BaseStore {
   /** Runs one operation of the script: EVALSHA, and EVAL when the server does not have it cached yet. */
   private async script<T>(op: string, args: Arg[], signal?: AbortSignal): Promise<T> {
     const n = this.names;
-    const tail: Arg[] = ['2', n.index, n.seq, op, n.ns, n.channel, String(INLINE_LIMIT), ...args];
+    const tail: Arg[] = ['3', n.index, n.seq, n.expiries, op, n.ns, n.channel, String(INLINE_LIMIT), ...args];
     try {
       return await this.command<T>(['EVALSHA', SCRIPT_SHA, ...tail], signal);
     } catch (error) {
@@ -434,6 +439,45 @@ export class RedisStore extends BaseStore {
     }
   }
 
+  // ---- expiry sweeping ----
+
+  /**
+   * While this store has a watch or a lock wait open, it makes Redis expire due ttl keys on time:
+   * the `expire` script touches every key of the namespace's deadline set whose time has come
+   * (whichever store wrote it), so Redis deletes it and the watchers hear of it at once, instead of
+   * when Redis's own active expiry reaches it (which, on a server with many keys with a ttl, can
+   * be a minute late). It runs at the next deadline, and at least every EXPIRY_EVERY ms for keys
+   * other stores add.
+   */
+  private scheduleExpiry(ms: number): void {
+    if (this.closed || this.feedCount === 0) return;
+    this.expiryTimer = setTimeout(() => {
+      this.expiryTimer = undefined;
+      void this.expireDue();
+    }, ms);
+    this.expiryTimer.unref();
+  }
+
+  private async expireDue(): Promise<void> {
+    if (this.closed || this.feedCount === 0) return;
+    this.expiring = true;
+    let next = EXPIRY_EVERY;
+    try {
+      const [handled, until] = await this.script<[number, number]>(
+        'expire',
+        [String(EXPIRY_BATCH)],
+        AbortSignal.timeout(this.requestTimeout),
+      );
+      if (num(handled) >= EXPIRY_BATCH) next = 0;
+      else if (num(until) >= 0) next = Math.min(EXPIRY_EVERY, num(until));
+    } catch {
+      next = EXPIRY_RETRY; // unreachable or refused for now
+    } finally {
+      this.expiring = false;
+    }
+    if (!this.expiryTimer) this.scheduleExpiry(next);
+  }
+
   // ---- watches ----
 
   private getHub(): Hub {
@@ -467,6 +511,10 @@ export class RedisStore extends BaseStore {
         },
         command: (args, signal) => this.command(args, signal),
         isReplyError: (error) => error instanceof ErrorReply,
+        feedsChanged: (count) => {
+          this.feedCount = count;
+          if (count > 0 && !this.expiryTimer && !this.expiring && !this.closed) this.scheduleExpiry(0);
+        },
       };
       this.hub = new Hub(host);
     }
@@ -711,12 +759,21 @@ export class RedisStore extends BaseStore {
   protected async _close(): Promise<void> {
     if (this.keepAliveTimer) clearTimeout(this.keepAliveTimer);
     this.keepAliveTimer = undefined;
+    if (this.expiryTimer) clearTimeout(this.expiryTimer);
+    this.expiryTimer = undefined;
     this.keepAliveKeys.clear();
     this.heldLocks.clear();
     this.hub?.close();
     this.destroyClient();
   }
 }
+
+/** ms: the longest pause between two expiry sweeps while a watch or lock wait is open. */
+const EXPIRY_EVERY = 100;
+/** ms: the pause after a sweep that failed. */
+const EXPIRY_RETRY = 250;
+/** Due keys handled per sweep script (each costs a few µs on the server). */
+const EXPIRY_BATCH = 1_000;
 
 function reconnectDelay(retries: number): number {
   return Math.min(1_000, 50 * 2 ** Math.min(retries, 5)) + Math.floor(Math.random() * 50);
