@@ -174,12 +174,17 @@ export abstract class BaseStore implements Store {
   // ---- the Store ----
 
   get(key: string, options?: ReadOptions): Promise<KVPair> {
-    return this.run('get', options, async (signal) => {
-      const full = this.fullKey(key);
-      const pair = await this._get(full, this.readOptions(options, signal));
-      if (!pair) throw new KeyNotFoundError(stripPrefix(this.prefix, full));
-      return this.toPair(pair);
-    });
+    return this.run(
+      'get',
+      options,
+      async (signal) => {
+        const full = this.fullKey(key);
+        const pair = await this._get(full, this.readOptions(options, signal));
+        if (!pair) throw new KeyNotFoundError(stripPrefix(this.prefix, full));
+        return this.toPair(pair);
+      },
+      'read',
+    );
   }
 
   put(key: string, value: Value, options?: WriteOptions): Promise<void> {
@@ -198,16 +203,24 @@ export abstract class BaseStore implements Store {
   }
 
   exists(key: string, options?: ReadOptions): Promise<boolean> {
-    return this.run('exists', options, (signal) =>
-      this._exists(this.fullKey(key), this.readOptions(options, signal)),
+    return this.run(
+      'exists',
+      options,
+      (signal) => this._exists(this.fullKey(key), this.readOptions(options, signal)),
+      'read',
     );
   }
 
   list(directory: string, options?: ReadOptions): Promise<KVPair[]> {
-    return this.run('list', options, async (signal) => {
-      const dir = this.fullDir(directory);
-      return this.toListing(dir, await this._list(dir, this.readOptions(options, signal)));
-    });
+    return this.run(
+      'list',
+      options,
+      async (signal) => {
+        const dir = this.fullDir(directory);
+        return this.toListing(dir, await this._list(dir, this.readOptions(options, signal)));
+      },
+      'read',
+    );
   }
 
   deleteTree(directory: string, options?: CallOptions): Promise<void> {
@@ -347,11 +360,18 @@ export abstract class BaseStore implements Store {
     if (this.closed) throw new ClosedError();
   }
 
-  /** Runs a backend's own extra call (a toolkit call) with the same bounds and error mapping as the Store calls. */
+  /**
+   * Runs a backend's own extra call (a toolkit call) with the same bounds and
+   * error mapping as the Store calls. `kind: 'write'` (the default): once
+   * `fn` has started, the caller's abort waits for the real outcome, so an
+   * `AbortError` always means nothing was applied; `'read'` calls stop at
+   * once on abort.
+   */
   protected run<T>(
     operation: string,
     options: CallOptions | undefined,
     fn: (signal: AbortSignal) => Promise<T>,
+    kind: 'read' | 'write' = 'write',
   ): Promise<T> {
     try {
       checkSignal(options);
@@ -359,7 +379,13 @@ export abstract class BaseStore implements Store {
       return Promise.reject(error);
     }
     return runBounded(
-      { user: options?.signal, closing: this.closing, timeout: this.requestTimeout, operation },
+      {
+        user: options?.signal,
+        closing: this.closing,
+        timeout: this.requestTimeout,
+        operation,
+        abortsInFlight: kind === 'read',
+      },
       async (signal) => {
         this.assertOpen();
         return fn(signal);

@@ -11,12 +11,21 @@ export interface CallScope {
   /** ms */
   readonly timeout: number;
   readonly operation: string;
+  /**
+   * false for writes: once `fn` has started, its request may reach the
+   * server, so the caller's abort no longer cuts the call short; it settles
+   * with the real outcome (still bounded by `timeout` and by a close). An
+   * `AbortError` then always means nothing was applied. Default true.
+   */
+  readonly abortsInFlight?: boolean;
 }
 
 /**
  * Runs `fn` with a signal that aborts on the caller's abort, on the store's
  * close and after `timeout`. The returned promise settles as soon as the
- * signal aborts, even if `fn` ignores it, so no call can hang.
+ * signal aborts, even if `fn` ignores it, so no call can hang. With
+ * `abortsInFlight: false` the caller's signal is only checked before `fn`
+ * starts.
  */
 export async function runBounded<T>(
   scope: CallScope,
@@ -46,7 +55,8 @@ export async function runBounded<T>(
   };
   const onUser = () => stop('user');
   const onClosing = () => stop('closing');
-  user?.addEventListener('abort', onUser, { once: true });
+  const listensToUser = scope.abortsInFlight !== false;
+  if (listensToUser) user?.addEventListener('abort', onUser, { once: true });
   closing.addEventListener('abort', onClosing, { once: true });
   const timer = setTimeout(() => stop('timeout'), timeout);
   timer.unref?.();

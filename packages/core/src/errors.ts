@@ -150,9 +150,12 @@ export class PermissionDeniedError extends KVError {
 
 export class LockLostError extends KVError {
   readonly key: string;
+  /** Why it was lost, without the key (the message is `lock "key" lost: <reason>`). */
+  readonly reason: string;
   constructor(key: string, reason: string, options?: KVErrorOptions) {
     super('LOCK_LOST', `lock ${JSON.stringify(key)} lost: ${reason}`, options);
     this.key = key;
+    this.reason = reason;
   }
   static override isInstance = codeCheck<LockLostError>('LOCK_LOST');
 }

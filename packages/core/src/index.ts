@@ -34,6 +34,7 @@ export {
 } from './errors.js';
 export { compareKeys, isBelow, joinKey, normalizeKey, stripPrefix, toBytes } from './keys.js';
 export type { AcquiredLock, AcquireRequest } from './lock.js';
+export { monotonicNow } from './lock.js';
 export {
   createStore,
   loadBackend,

@@ -1,15 +1,26 @@
 import { abortError, InvalidArgumentError, KVError, LockLostError } from './errors.js';
 import type { Lock, LockCallOptions, LockLease } from './types.js';
 
+/**
+ * Every duration and deadline of a lock is measured on this monotonic clock:
+ * a wall-clock step (NTP, a VM resumed, an operator) must not stretch a
+ * loss deadline.
+ */
+export const monotonicNow = (): number => performance.now();
+
+/** A hold is safe for 3/4 of its ttl after the last confirmed renewal was sent. */
+export const lossDeadline = (confirmedSentAt: number, ttl: number): number =>
+  confirmedSentAt + Math.floor((ttl * 3) / 4);
+
 /** What a backend hands back once it holds a lock. */
 export interface AcquiredLock {
   /** Strictly greater than every token handed out before for this key. */
   readonly fencingToken: number;
   /**
-   * `Date.now()` just before the request that won the lock was sent. The
-   * server's ttl started after it, so the loss deadline counts from it.
-   * Without it the deadline counts from when the grant arrived, which is
-   * late by the round trip.
+   * `performance.now()` (a monotonic clock, never `Date.now()`) just before
+   * the request that won the lock was sent. The server's ttl started after
+   * it, so the loss deadline counts from it. Without it the deadline counts
+   * from when the grant arrived, which is late by the round trip.
    */
   readonly sentAt?: number;
   /**
@@ -115,32 +126,49 @@ export class StoreLock implements Lock {
     timer?.unref?.();
     let lostEarly: { reason: string; cause?: unknown } | undefined;
     let hold: Hold | undefined;
+    let attempt = 0;
+    const started = monotonicNow();
     try {
-      const acquired = await this.host.acquire(this.fullKey, {
-        value: this.value,
-        ttl: this.ttl,
-        wait,
-        signal: controller.signal,
-        onLost: (reason, cause) => {
-          if (hold) hold.lose(reason, cause);
-          else lostEarly = { reason, cause };
-        },
-      });
-      if (!acquired) return null;
-      if (controller.signal.aborted) {
-        // Won the race against an abort, a close or the timeout: give it straight back.
-        const giveBack = new AbortController();
-        const bound = setTimeout(() => giveBack.abort(), this.host.requestTimeout);
-        bound.unref?.();
-        await acquired.release(giveBack.signal).catch(() => {});
-        clearTimeout(bound);
-        throw new Error('aborted after acquiring');
+      for (;;) {
+        const current = ++attempt;
+        lostEarly = undefined;
+        const acquired = await this.host.acquire(this.fullKey, {
+          value: this.value,
+          ttl: this.ttl,
+          wait,
+          signal: controller.signal,
+          onLost: (reason, cause) => {
+            if (current !== attempt) return; // a grant given back below
+            if (hold) hold.lose(reason, cause);
+            else lostEarly = { reason, cause };
+          },
+        });
+        if (!acquired) return null;
+        if (controller.signal.aborted) {
+          // Won the race against an abort, a close or the timeout: give it straight back.
+          await this.giveBack(acquired);
+          throw new Error('aborted after acquiring');
+        }
+        // Without a valid `sentAt` (on the monotonic clock, after this call began), a tryLock counts
+        // from the call (one round trip), a waiting lock() from now.
+        const given = acquired.sentAt;
+        const valid = typeof given === 'number' && given >= started && given <= monotonicNow();
+        const sentAt = valid ? given : wait ? monotonicNow() : started;
+        if (monotonicNow() >= lossDeadline(sentAt, this.ttl)) {
+          // The grant was processed after its loss deadline (an event-loop stall, a slow reply): the
+          // server may already have freed it for someone else. Never hand out such a lease.
+          await this.giveBack(acquired);
+          if (!wait) return null;
+          continue;
+        }
+        hold = new Hold(this, acquired, this.ttl, this.host, sentAt);
+        this.held = hold;
+        hold.start();
+        // Set by onLost, which TypeScript cannot see run during the await.
+        const early = lostEarly as { reason: string; cause?: unknown } | undefined;
+        if (early) hold.lose(early.reason, early.cause);
+        return hold.lease;
       }
-      hold = new Hold(this, acquired, this.ttl, this.host);
-      this.held = hold;
-      hold.start();
-      if (lostEarly) hold.lose(lostEarly.reason, lostEarly.cause);
-      return hold.lease;
     } catch (error) {
       if (user?.aborted) throw abortError(user);
       this.host.assertOpen();
@@ -158,6 +186,14 @@ export class StoreLock implements Lock {
       user?.removeEventListener('abort', onUser);
       this.host.closing.removeEventListener('abort', onClose);
     }
+  }
+
+  private async giveBack(acquired: AcquiredLock): Promise<void> {
+    const giveBack = new AbortController();
+    const bound = setTimeout(() => giveBack.abort(), this.host.requestTimeout);
+    bound.unref?.();
+    await acquired.release(giveBack.signal).catch(() => {});
+    clearTimeout(bound);
   }
 
   /** For close(): lets an acquisition in flight settle (it is aborted by the close), then releases. */
@@ -197,28 +233,33 @@ class Hold {
   private renewTimer: NodeJS.Timeout | undefined;
   private deadlineTimer: NodeJS.Timeout | undefined;
   private renewing: AbortController | undefined;
+  private readonly acquiredSentAt: number;
+  /** Monotonic time after which this hold may no longer be held on the server. */
+  private deadline = 0;
 
-  constructor(owner: StoreLock, acquired: AcquiredLock, ttl: number, host: LockHost) {
+  constructor(owner: StoreLock, acquired: AcquiredLock, ttl: number, host: LockHost, sentAt: number) {
     this.owner = owner;
     this.acquired = acquired;
     this.ttl = ttl;
     this.host = host;
+    this.acquiredSentAt = sentAt;
     this.lease = Object.freeze({ lost: this.controller.signal, fencingToken: acquired.fencingToken });
   }
 
   start(): void {
     // The acquisition counts as a confirmed renewal, sent at `sentAt`.
-    this.armDeadline(this.acquired.sentAt ?? Date.now());
+    this.armDeadline(this.acquiredSentAt);
     this.scheduleRenew();
   }
 
   private armDeadline(confirmedSentAt: number): void {
     if (this.deadlineTimer) clearTimeout(this.deadlineTimer);
-    const deadline = confirmedSentAt + Math.floor((this.ttl * 3) / 4);
+    const deadline = lossDeadline(confirmedSentAt, this.ttl);
+    this.deadline = deadline;
     this.deadlineTimer = setTimeout(
       () =>
         this.lose(`could not renew it for ${Math.floor((this.ttl * 3) / 4)} ms of its ${this.ttl} ms ttl`),
-      Math.max(0, deadline - Date.now()),
+      Math.max(0, deadline - monotonicNow()),
     );
     this.deadlineTimer.unref?.();
   }
@@ -231,7 +272,12 @@ class Hold {
 
   private async renew(): Promise<void> {
     if (this.controller.signal.aborted) return;
-    const sentAt = Date.now();
+    const sentAt = monotonicNow();
+    if (sentAt >= this.deadline) {
+      // The deadline passed while its timer could not run (an event-loop stall): lost, not renewable.
+      this.lose(`could not renew it for ${Math.floor((this.ttl * 3) / 4)} ms of its ${this.ttl} ms ttl`);
+      return;
+    }
     const attempt = new AbortController();
     this.renewing = attempt;
     const timer = setTimeout(
@@ -247,7 +293,7 @@ class Hold {
     } catch (error) {
       if (this.controller.signal.aborted) return;
       if (LockLostError.isInstance(error)) {
-        this.lose(error.message, error);
+        this.lose(error.reason, error);
         return;
       }
       // Unreachable for now: retry soon; the deadline decides when it is lost.

@@ -149,7 +149,18 @@ export function parseQueryOptions(
   strings: Iterable<string> = [],
 ): void {
   const keep = new Set([...STRING_OPTIONS, ...strings]);
+  const seen = new Set<string>();
   for (const [name, value] of new URLSearchParams(query)) {
+    // A repeated option, or one that repeats a part of the URL, is ambiguous: which one wins is a guess.
+    if (seen.has(name)) {
+      throw new InvalidArgumentError(`the store URL gives option ${JSON.stringify(name)} more than once`);
+    }
+    if (name in config) {
+      throw new InvalidArgumentError(
+        `the store URL's query option ${JSON.stringify(name)} repeats what the URL already says elsewhere`,
+      );
+    }
+    seen.add(name);
     config[name] = keep.has(name) ? value : parseOptionValue(value);
   }
 }

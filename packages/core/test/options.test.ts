@@ -82,7 +82,7 @@ describe('call options are checked, never silently ignored', () => {
 
 describe('URLs', () => {
   it('string options stay strings even when they look like numbers', () => {
-    expect(parseStoreUrl('etcd://h:1/x?prefix=2024&token=007&requestTimeout=10')).toMatchObject({
+    expect(parseStoreUrl('etcd://h:1?prefix=2024&token=007&requestTimeout=10')).toMatchObject({
       prefix: '2024',
       token: '007',
       requestTimeout: 10,

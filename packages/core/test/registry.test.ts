@@ -75,6 +75,15 @@ describe('parseStoreUrl', () => {
     }
   });
 
+  it('an option given twice, or one that repeats a part of the URL, is an InvalidArgumentError', () => {
+    expect(() => parseStoreUrl('redis://h:1/x?db=1&db=0')).toThrow(InvalidArgumentError);
+    expect(() => parseStoreUrl('redis://h:1/x?db=1&db=0')).toThrow(/"db" more than once/);
+    expect(() => parseStoreUrl('etcd://h:1/x?prefix=y')).toThrow(InvalidArgumentError);
+    expect(() => parseStoreUrl('etcd://u:p@h:1/x?password=q')).toThrow(InvalidArgumentError);
+    expect(() => parseStoreUrl('etcd://h:1/x?backend=redis')).toThrow(InvalidArgumentError);
+    expect(parseStoreUrl('etcd://h:1?prefix=y')).toMatchObject({ prefix: 'y' });
+  });
+
   it('parseOptionValue: integers and booleans convert, the rest stays text', () => {
     expect(parseOptionValue('42')).toBe(42);
     expect(parseOptionValue('-1')).toBe(-1);

@@ -1,3 +1,4 @@
+export { type FaultMode, type FaultProxy, type FaultProxyOptions, startFaultProxy } from './fault-proxy.js';
 export { type StartedServers, startServers } from './group.js';
 export {
   type Bins,

@@ -144,14 +144,14 @@ export function within<T>(promise: Promise<T>, ms: number, message: string): Pro
   return Promise.race([promise, timeout]).finally(() => clearTimeout(timer));
 }
 
-/** Polls `condition` until it holds; fails with `what` once `deadline` (epoch ms) passed. */
+/** Polls `condition` until it holds; fails with `what` once `deadline` (`performance.now()` ms) passed. */
 export async function waitUntil(
   condition: () => Promise<boolean> | boolean,
   options: { deadline: number; interval: number; what: string },
 ): Promise<void> {
   for (;;) {
     if (await condition()) return;
-    if (Date.now() > options.deadline) throw new Error(`timed out waiting until ${options.what}`);
+    if (performance.now() > options.deadline) throw new Error(`timed out waiting until ${options.what}`);
     await sleep(options.interval);
   }
 }

@@ -1,6 +1,15 @@
 import { expect } from 'vitest';
 import { ClosedError, KeyNotFoundError, type KVPair, NotSupportedError } from '../index.js';
-import { type Define, expectAbort, expectKVError, expectPair, keys, text } from './harness.js';
+import {
+  type Define,
+  describeError,
+  expectAbort,
+  expectKVError,
+  expectPair,
+  keys,
+  settle,
+  text,
+} from './harness.js';
 
 export function lifecycleCases(define: Define): void {
   define(
@@ -109,6 +118,72 @@ export function lifecycleCases(define: Define): void {
         'just a string',
         'get with a string reason',
       );
+    },
+  );
+
+  define(
+    'an abort during a write: AbortError means nothing was applied; otherwise the call settles with its real outcome',
+    { rows: ['put', 'delete', 'deleteTree', 'atomicPut', 'atomicDelete'] },
+    async (t) => {
+      const { store } = t;
+      const isAbort = (error: unknown) => error instanceof Error && error.name === 'AbortError';
+      // Aborts land at several points of the request's flight: before the call, at once, after 1-3 ms.
+      for (let round = 0; round < 12; round++) {
+        const delayMs = (round % 4) - 1;
+        const abortSoon = (): AbortSignal => {
+          const controller = new AbortController();
+          if (delayMs < 0) queueMicrotask(() => controller.abort(new Error('gave up')));
+          else setTimeout(() => controller.abort(new Error('gave up')), delayMs);
+          return controller.signal;
+        };
+        const key = `abort/${round}`;
+        // atomicPut create-only
+        const created = await settle(() => store.atomicPut(key, 'v1', null, { signal: abortSoon() }));
+        const afterCreate = await settle(() => store.get(key));
+        if (created.ok) {
+          expect(afterCreate.ok, `round ${round}: atomicPut resolved, so the key exists`).toBe(true);
+        } else {
+          expect(isAbort(created.error), `round ${round}: ${describeError(created.error)}`).toBe(true);
+          expect(afterCreate.ok, `round ${round}: atomicPut rejected with AbortError but was applied`).toBe(
+            false,
+          );
+          await store.atomicPut(key, 'v1', null); // the retry a user would make must succeed
+        }
+        // put
+        const put = await settle(() => store.put(key, 'v2', { signal: abortSoon() }));
+        const value = text((await store.get(key)).value);
+        if (put.ok) expect(value).toBe('v2');
+        else {
+          expect(isAbort(put.error), `round ${round}: ${describeError(put.error)}`).toBe(true);
+          expect(value, `round ${round}: put rejected with AbortError but was applied`).toBe('v1');
+        }
+        // atomicDelete
+        const current = await store.get(key);
+        const deleted = await settle(() => store.atomicDelete(key, current, { signal: abortSoon() }));
+        const still = await store.exists(key);
+        if (deleted.ok) expect(still, `round ${round}: atomicDelete resolved`).toBe(false);
+        else {
+          expect(isAbort(deleted.error), `round ${round}: ${describeError(deleted.error)}`).toBe(true);
+          expect(still, `round ${round}: atomicDelete rejected with AbortError but was applied`).toBe(true);
+        }
+        // delete and deleteTree
+        await store.put(`${key}/child`, 'c');
+        const tree = await settle(() => store.deleteTree(key, { signal: abortSoon() }));
+        const childLeft = await store.exists(`${key}/child`);
+        if (tree.ok) expect(childLeft, `round ${round}: deleteTree resolved`).toBe(false);
+        else {
+          expect(isAbort(tree.error), `round ${round}: ${describeError(tree.error)}`).toBe(true);
+          expect(childLeft, `round ${round}: deleteTree rejected with AbortError but was applied`).toBe(true);
+        }
+        await store.put(key, 'v3');
+        const removed = await settle(() => store.delete(key, { signal: abortSoon() }));
+        const left = await store.exists(key);
+        if (removed.ok) expect(left, `round ${round}: delete resolved`).toBe(false);
+        else {
+          expect(isAbort(removed.error), `round ${round}: ${describeError(removed.error)}`).toBe(true);
+          expect(left, `round ${round}: delete rejected with AbortError but was applied`).toBe(true);
+        }
+      }
     },
   );
 

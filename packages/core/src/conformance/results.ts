@@ -96,13 +96,13 @@ export class ResultBook {
 
   static start(entry: Entry): void {
     entry.state = 'running';
-    entry.started = Date.now();
+    entry.started = performance.now();
     delete entry.error;
   }
 
   static finish(entry: Entry, state: 'pass' | 'fail' | 'skip', error?: unknown): void {
     entry.state = state;
-    if (entry.started !== undefined) entry.durationMs = Date.now() - entry.started;
+    if (entry.started !== undefined) entry.durationMs = performance.now() - entry.started;
     if (error !== undefined) entry.error = error instanceof Error ? error.message : String(error);
   }
 

@@ -16,9 +16,9 @@ export function ttlCases(define: Define): void {
       const ttl = t.settings.ttl;
       const expiring: Tracked[] = [];
       const track = async (key: string, write: () => Promise<unknown>) => {
-        const sent = Date.now();
+        const sent = performance.now();
         await write();
-        expiring.push({ key, sent, written: Date.now() });
+        expiring.push({ key, sent, written: performance.now() });
       };
       await track('plain', () => store.put('plain', 'v', { ttl }));
       await track('cas', () => store.atomicPut('cas', 'v', null, { ttl }));
@@ -79,19 +79,19 @@ export function ttlCases(define: Define): void {
       const owner = await t.open();
       const ttl = t.settings.ttl;
       const granularity = t.caps.ttlGranularity;
-      const started = Date.now();
+      const started = performance.now();
       await owner.put('alive', 'v', { ttl, keepAlive: true });
       await owner.put('alive-default', 'v', { keepAlive: true });
       const until = started + 3 * ttl + granularity;
-      while (Date.now() < until) {
+      while (performance.now() < until) {
         expect(
           await t.store.exists('alive'),
-          `the keep-alive key vanished after ${Date.now() - started} ms`,
+          `the keep-alive key vanished after ${performance.now() - started} ms`,
         ).toBe(true);
         await sleep(pollInterval(ttl));
       }
       expect(await t.store.exists('alive-default'), 'keepAlive without ttl uses a default ttl').toBe(true);
-      const closed = Date.now();
+      const closed = performance.now();
       await owner.close();
       await waitUntil(async () => !(await t.store.exists('alive')), {
         deadline: closed + ttl + granularity + t.settings.slack,
@@ -108,7 +108,7 @@ export function ttlCases(define: Define): void {
       const owner = await t.open();
       const ttl = t.settings.ttl;
       await owner.put('ephemeral', 'v', { ttl, keepAlive: true });
-      const crashed = Date.now();
+      const crashed = performance.now();
       await t.settings.crash?.(owner);
       await waitUntil(async () => !(await t.store.exists('ephemeral')), {
         deadline: crashed + ttl + t.caps.ttlGranularity + t.settings.slack,
@@ -164,7 +164,7 @@ function pollInterval(ttl: number): number {
 async function checkVisibleBeforeTtl(store: Store, keys: readonly Tracked[], ttl: number): Promise<void> {
   for (const { key, sent } of keys) {
     const exists = await store.exists(key);
-    if (Date.now() < sent + ttl - EARLY_TOLERANCE)
+    if (performance.now() < sent + ttl - EARLY_TOLERANCE)
       expect(exists, `${key} vanished before its ttl`).toBe(true);
   }
 }
@@ -177,7 +177,7 @@ async function waitForExpiry(t: TestEnv, keys: readonly Tracked[], ttl: number):
   while (pending.size > 0) {
     for (const tracked of [...pending]) {
       const exists = await t.store.exists(tracked.key);
-      const now = Date.now();
+      const now = performance.now();
       if (!exists) {
         expect(
           now >= tracked.sent + ttl - EARLY_TOLERANCE,

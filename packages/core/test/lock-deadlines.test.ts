@@ -1,0 +1,155 @@
+import { afterEach, describe, expect, it, vi } from 'vitest';
+import { LockLostError, UnavailableError } from '../src/errors.js';
+import { type AcquiredLock, type AcquireRequest, type LockHost, StoreLock } from '../src/lock.js';
+import type { LockLease } from '../src/types.js';
+
+/** Blocks the event loop, as a long synchronous task or a GC pause would. */
+function stall(ms: number): void {
+  const until = performance.now() + ms;
+  while (performance.now() < until) {
+    // spin
+  }
+}
+
+interface Grant {
+  /** Runs between taking `sentAt` and handing the grant back (a stall goes here). */
+  readonly beforeReply?: () => void;
+  readonly renew?: (n: number) => Promise<void>;
+}
+
+/** A LockHost whose n-th acquire behaves as `grants[n]` says; it records what was released. */
+function host(grants: Grant[]) {
+  const closing = new AbortController();
+  const state = { acquires: 0, released: [] as number[], renewals: 0 };
+  const lockHost: LockHost = {
+    requestTimeout: 2_000,
+    closing: closing.signal,
+    assertOpen: () => {},
+    track: () => {},
+    untrack: () => {},
+    mapError: (error) => new UnavailableError(String(error)),
+    acquire: async (_key: string, _request: AcquireRequest): Promise<AcquiredLock | null> => {
+      const n = state.acquires++;
+      const grant = grants[Math.min(n, grants.length - 1)] ?? {};
+      const sentAt = performance.now();
+      await Promise.resolve();
+      grant.beforeReply?.();
+      return {
+        fencingToken: n + 1,
+        sentAt,
+        renew: async () => {
+          state.renewals++;
+          await (grant.renew?.(state.renewals) ?? Promise.resolve());
+        },
+        release: async () => {
+          state.released.push(n + 1);
+        },
+      };
+    },
+  };
+  return { lockHost, state, close: () => closing.abort() };
+}
+
+function lostAt(lease: LockLease): Promise<number> {
+  return new Promise((resolve) => {
+    if (lease.lost.aborted) resolve(performance.now());
+    else lease.lost.addEventListener('abort', () => resolve(performance.now()), { once: true });
+  });
+}
+
+function bounded<T>(promise: Promise<T>, ms: number, what: string): Promise<T> {
+  return Promise.race([
+    promise,
+    new Promise<never>((_, reject) =>
+      setTimeout(() => reject(new Error(`${what}: not within ${ms} ms`)), ms),
+    ),
+  ]);
+}
+
+const TTL = 1_000;
+const value = new Uint8Array();
+
+afterEach(() => {
+  vi.restoreAllMocks();
+});
+
+describe('a grant processed after its loss deadline is never handed out', () => {
+  it('tryLock() gives it back and returns null', async () => {
+    const { lockHost, state } = host([{ beforeReply: () => stall(1_600) }]);
+    const lock = new StoreLock(lockHost, 'k', 'k', value, TTL);
+    expect(await lock.tryLock()).toBeNull();
+    expect(state.released, 'the late grant is released on the server').toEqual([1]);
+  });
+
+  it('lock() gives it back and goes on waiting for a grant in time', async () => {
+    const { lockHost, state } = host([{ beforeReply: () => stall(1_600) }, {}]);
+    const lock = new StoreLock(lockHost, 'k', 'k', value, TTL);
+    const lease = await lock.lock();
+    expect(lease.lost.aborted).toBe(false);
+    expect(lease.fencingToken, 'the lease is the second grant').toBe(2);
+    expect(state.acquires).toBe(2);
+    expect(state.released).toEqual([1]);
+    await lock.unlock();
+  });
+
+  it('a grant in time is handed out with lost not aborted', async () => {
+    const { lockHost } = host([{ beforeReply: () => stall(200) }]);
+    const lock = new StoreLock(lockHost, 'k', 'k', value, TTL);
+    const lease = await lock.tryLock();
+    expect(lease?.lost.aborted).toBe(false);
+    await lock.unlock();
+  });
+});
+
+describe('loss deadlines run on a monotonic clock', () => {
+  it('a wall-clock step back during a renewal does not delay lost', async () => {
+    const realNow = Date.now.bind(Date);
+    const { lockHost } = host([
+      {
+        renew: async (n) => {
+          if (n === 1) {
+            // The wall clock steps back 10 s while the first renewal is in flight; it then succeeds.
+            vi.spyOn(Date, 'now').mockImplementation(() => realNow() - 10_000);
+            return;
+          }
+          throw new Error('server unreachable');
+        },
+      },
+    ]);
+    const lock = new StoreLock(lockHost, 'k', 'k', value, TTL);
+    const lease = await lock.lock();
+    const granted = performance.now();
+    const at = await bounded(lostAt(lease), 6_000, 'lost');
+    // Last confirmed renewal sent at ~ttl/3: lost is due at ~ttl/3 + 3/4 ttl, not 10 s later.
+    expect(at - granted, 'not before the confirmed renewal ran out').toBeGreaterThanOrEqual(TTL);
+    expect(at - granted).toBeLessThan(TTL * 2);
+    expect(LockLostError.isInstance(lease.lost.reason)).toBe(true);
+  });
+
+  it('a renewal due after the deadline passed (event-loop stall) loses the lock instead of renewing', async () => {
+    const { lockHost, state } = host([{}]);
+    const lock = new StoreLock(lockHost, 'k', 'k', value, TTL);
+    const lease = await lock.lock();
+    stall(1_200); // both the renewal (ttl/3) and the deadline (3/4 ttl) are overdue now
+    await bounded(lostAt(lease), 2_000, 'lost');
+    expect(state.renewals, 'no renewal was sent past the deadline').toBe(0);
+  });
+});
+
+describe('LockLostError', () => {
+  it('a loss the backend reports does not repeat the key in the message', async () => {
+    const { lockHost } = host([
+      {
+        renew: async () => {
+          throw new LockLostError('k', 'its key was deleted');
+        },
+      },
+    ]);
+    const lock = new StoreLock(lockHost, 'k', 'k', value, TTL);
+    const lease = await lock.lock();
+    await bounded(lostAt(lease), 2_000, 'lost');
+    const reason = lease.lost.reason as LockLostError;
+    expect(reason.message).toBe('lock "k" lost: its key was deleted');
+    expect(reason.reason).toBe('its key was deleted');
+  });
+});
