@@ -655,8 +655,9 @@ export class RedisStore extends BaseStore {
       for (let attempt = 0; ; ) {
         feed?.clear();
         let reply: [number, number];
-        // The server's PX clock starts after this: the loss deadline counts from here.
-        const sentAt = Date.now();
+        // The server's PX clock starts after this: the loss deadline counts from here. Monotonic
+        // (the core's clock for lock deadlines): a wall-clock step must not stretch the deadline.
+        const sentAt = performance.now();
         try {
           reply = await this.script<[number, number]>(
             'lock',
@@ -681,9 +682,9 @@ export class RedisStore extends BaseStore {
         }
         if (!feed) return null;
         // Held: wait for the key to change or expire, or for the holder's ttl at the latest.
-        const until = Date.now() + (n >= 0 ? n + 2 : 1_000);
+        const until = performance.now() + (n >= 0 ? n + 2 : 1_000);
         for (;;) {
-          const item = await feed.next(signal, until - Date.now());
+          const item = await feed.next(signal, until - performance.now());
           if (item === undefined) break;
           if (item.kind === 'fail') throw item.error;
           if (item.kind !== 'skip') break;
