@@ -169,9 +169,11 @@ export class RedisStore extends BaseStore {
     });
   }
 
-  private async recheckLocks(): Promise<void> {
+  /** Asks the server about the locks this store holds (those `which` selects): `onLost` for any it lost. */
+  private async recheckLocks(which: (key: string) => boolean = () => true): Promise<void> {
     for (const [token, { key, onLost }] of [...this.heldLocks]) {
       if (this.closed) return;
+      if (!which(key)) continue;
       let held: number;
       try {
         held = await this.script<number>('check', [key, token], AbortSignal.timeout(this.requestTimeout));
@@ -318,6 +320,7 @@ export class RedisStore extends BaseStore {
   protected async _delete(key: string, signal: AbortSignal): Promise<void> {
     await this.script('del', [key], signal);
     this.keepAliveKeys.delete(key);
+    this.lockDataDeleted((held) => held === key);
   }
 
   protected async _list(dir: string, options: PrimitiveReadOptions): Promise<RawPair[]> {
@@ -356,6 +359,7 @@ export class RedisStore extends BaseStore {
     for (const key of this.keepAliveKeys.keys()) {
       if (key === dir || isBelow(dir, key)) this.keepAliveKeys.delete(key);
     }
+    this.lockDataDeleted((held) => held === dir || isBelow(dir, held));
   }
 
   protected async _atomicPut(
@@ -384,12 +388,28 @@ export class RedisStore extends BaseStore {
     const result = await this.script<number>('cad', [key, String(previousIndex)], signal);
     this.checkCas(key, result);
     this.keepAliveKeys.delete(key);
+    this.lockDataDeleted((held) => held === key);
   }
 
   private checkCas(key: string, result: number): void {
     if (result === -1) throw new KeyExistsError(this.userKey(key));
     if (result === -2) throw new KeyNotFoundError(this.userKey(key));
     if (result === -3) throw new KeyModifiedError(this.userKey(key));
+  }
+
+  /**
+   * This store deleted the value of a lock it may hold: the lock stays held on the server (a data
+   * delete never frees it), and the holder here learns at once rather than at its next renewal.
+   * Holders in other stores learn at their next renewal (within ttl/3).
+   */
+  private lockDataDeleted(which: (key: string) => boolean): void {
+    if (this.heldLocks.size === 0) return;
+    for (const { key } of this.heldLocks.values()) {
+      if (which(key)) {
+        void this.recheckLocks(which);
+        return;
+      }
+    }
   }
 
   // ---- keepAlive ----

@@ -69,6 +69,22 @@ describe.skipIf(!redis.available)('redis: data deletes never free a held lock', 
     });
   }
 
+  it('a store that deletes the key of a lock it holds: its holder loses at once, then the lock is free', async () => {
+    const ns = `ld-${randomUUID()}`;
+    const [store, other] = [await open(ns), await open(ns)];
+    const ttl = 30_000; // the next renewal would be 10 s away
+    const held = await store.newLock('jobs/b', { ttl }).lock();
+    const lost = abortedAt(held.lost);
+    const started = performance.now();
+    await store.deleteTree('jobs');
+    const at = await within(lost, 2_000, 'the holder losing after its own store deleted its key');
+    process.stderr.write(`[backend-redis] own delete: lost after ${(at - started).toFixed(1)} ms\n`);
+    expect(LockLostError.isInstance(held.lost.reason)).toBe(true);
+    // Then freed for others at once (not at the end of its ttl).
+    const next = await within(other.newLock('jobs/b', { ttl }).lock(), 2_000, 'another store acquiring');
+    expect(next.fencingToken).toBeGreaterThan(held.fencingToken);
+  });
+
   it('a delete of the lock key does not let tryLock of another store take it', async () => {
     const ns = `ld-${randomUUID()}`;
     const [a, b] = [await open(ns), await open(ns)];
