@@ -92,6 +92,7 @@ local function remove(k)
   return existed or indexed
 end
 
+-- Reads seed a missing counter too, so the first change after a read follows it without a gap.
 local function counter()
   seed()
   return tonumber(redis.call('GET', seqk))
