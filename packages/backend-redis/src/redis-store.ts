@@ -164,7 +164,7 @@ export class RedisStore extends BaseStore {
     });
     this.client.on('ready', () => {
       // A reconnect: the server may have restarted and lost the lock keys. Ask now, not at the
-      // next renewal (up to ttl/3 later), so `lost` aborts before anyone else can believe they hold it.
+      // next renewal (up to ttl/3 later), so `lost` aborts as soon as the server can tell.
       if (this.established && !this.closed) void this.recheckLocks();
     });
   }
@@ -185,7 +185,7 @@ export class RedisStore extends BaseStore {
       onLost(
         held === 2
           ? 'its key was deleted (delete or deleteTree)'
-          : 'after a reconnect its lock key was gone or held by another (the server restarted or lost it)',
+          : 'its lock key was gone or held by another (the server restarted or lost it)',
       );
     }
   }
