@@ -1,9 +1,21 @@
 import { createStore } from '@kv/core';
 import { describeConformance } from '@kv/core/conformance';
-import { serverFor } from '@kv/test-servers';
+import { launchRedis, privateServer, serverFaultHooks, serverFor } from '@kv/test-servers';
+import { afterAll } from 'vitest';
 import { RedisStore } from '../src/index.js';
 
 const redis = await serverFor('redis');
+// The kit's fault cases break a server of their own: partitions go through a proxy per client.
+const faultServer = redis.available ? await privateServer('the fault cases', () => launchRedis()) : undefined;
+const faults = faultServer?.server
+  ? serverFaultHooks(faultServer.server, (endpoints, prefix) =>
+      createStore({ backend: 'redis', endpoints, prefix, requestTimeout: 3_000 }),
+    )
+  : undefined;
+afterAll(async () => {
+  await faults?.dispose();
+  await faultServer?.server?.dispose();
+});
 
 describeConformance({
   name: 'redis',
@@ -13,4 +25,5 @@ describeConformance({
   crash: (store) => {
     if (store instanceof RedisStore) store.client.destroy();
   },
+  ...(faults ? { faults } : {}),
 });

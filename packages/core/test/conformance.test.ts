@@ -47,7 +47,12 @@ function statuses(name: string): Record<string, RowStatus> {
 
 afterAll(() => {
   const all = statuses('memory');
-  expect(Object.entries(all).filter(([, status]) => status !== 'works')).toEqual([]);
+  // The in-process memory store has no link to cut and no server to restart: those rows stay untested.
+  const faultRows = new Set(['partition', 'restart']);
+  expect(Object.entries(all).filter(([row, status]) => status !== 'works' && !faultRows.has(row))).toEqual(
+    [],
+  );
+  for (const row of faultRows) expect(all[row], row).toBe('untested');
   const minimal = statuses('memory-minimal');
   for (const row of ['watch', 'watchTree', 'lock', 'ttl', 'keepAlive', 'consistentRead']) {
     expect(minimal[row], row).toBe('not supported');

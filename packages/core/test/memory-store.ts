@@ -193,6 +193,8 @@ export interface MemoryStoreOptions {
 /** Lock waiters are helper keys below the lock key; the control character hides them from every listing. */
 const WAITERS = '\u0000waiters';
 const EMPTY = new Uint8Array(0);
+/** ms a waiter's place in a lock queue lasts without being renewed. */
+const WAITER_TTL = 1_000;
 
 export class MemoryStore extends BaseStore {
   private readonly server: MemoryServer;
@@ -315,14 +317,15 @@ export class MemoryStore extends BaseStore {
         }
         if (!request.wait) return null;
         // Join the queue (again, if a deleteTree removed our place), or keep our place alive.
-        if (!waiter || !server.touch(waiter.key, waiter.lastIndex, request.ttl)) {
+        // A place in the queue lives on its own short timescale, so a dead waiter is passed over soon.
+        if (!waiter || !server.touch(waiter.key, waiter.lastIndex, WAITER_TTL)) {
           const waiterKey = `${waitersDir}/${++this.waiterSeq}`;
-          waiter = { key: waiterKey, lastIndex: server.write(waiterKey, EMPTY, request.ttl).lastIndex };
+          waiter = { key: waiterKey, lastIndex: server.write(waiterKey, EMPTY, WAITER_TTL).lastIndex };
         }
         await this.nextChange(
           (changed) => changed.some((k) => k === key || k.startsWith(`${waitersDir}/`)),
           request.signal,
-          request.ttl / 3,
+          Math.min(request.ttl, WAITER_TTL) / 3,
         );
       }
     } finally {

@@ -27,6 +27,30 @@ export interface Settings {
   /** ms: added to ttl + ttlGranularity for polling and round trips. */
   readonly slack: number;
   readonly crash: ((store: Store) => Promise<void> | void) | undefined;
+  readonly faults: FaultHooks | undefined;
+}
+
+/** A store whose link to its server a test can cut and heal. */
+export interface PartitionableStore {
+  readonly store: Store;
+  /** Cuts this store's link: its sockets stay open, nothing moves either way (a black hole). */
+  partition(): void | Promise<void>;
+  /** Heals the link. */
+  heal(): void | Promise<void>;
+}
+
+/**
+ * What a backend lets the kit break, on a server of the backend's own that
+ * nothing else uses. The kit runs the fault cases these hooks allow and
+ * leaves the others "untested" in the matrix.
+ */
+export interface FaultHooks {
+  /** Opens a store on the fault server with this prefix. */
+  open(prefix: string): Promise<Store>;
+  /** Opens a store on the fault server whose link alone can be partitioned. */
+  openPartitionable?(prefix: string): Promise<PartitionableStore>;
+  /** Restarts the fault server (keeping what its persistence keeps: maybe nothing); resolves once it serves again. */
+  restart?(): Promise<void>;
 }
 
 /** What a test case declares about itself. */
@@ -39,6 +63,8 @@ export interface CaseSpec {
   readonly unsupported?: CapabilityName;
   /** Runs only when the backend passed a `crash` option. */
   readonly needsCrash?: boolean;
+  /** Runs only when the backend's fault hooks include this one. */
+  readonly needsFault?: 'openPartitionable' | 'restart';
   /** ms, from the capabilities; the default is 30 s (times `timeScale`). */
   readonly timeout?: (caps: Capabilities, settings: Settings) => number;
 }

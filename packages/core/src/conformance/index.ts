@@ -12,7 +12,8 @@
 import { afterAll, beforeAll, describe, it } from 'vitest';
 import type { Capabilities, Store } from '../index.js';
 import { casCases } from './cas-cases.js';
-import type { CapabilityName, CaseBody, CaseSpec, Define, Settings } from './harness.js';
+import { faultCases } from './fault-cases.js';
+import type { CapabilityName, CaseBody, CaseSpec, Define, FaultHooks, Settings } from './harness.js';
 import { TestEnv } from './harness.js';
 import { kvCases } from './kv-cases.js';
 import { lifecycleCases } from './lifecycle-cases.js';
@@ -21,7 +22,7 @@ import { defaultResultsDir, ResultBook, writeResults } from './results.js';
 import { ttlCases } from './ttl-cases.js';
 import { watchCases } from './watch-cases.js';
 
-export { checkTreeEvent } from './harness.js';
+export { checkTreeEvent, type FaultHooks, type PartitionableStore } from './harness.js';
 export {
   type ConformanceResults,
   ROWS,
@@ -56,6 +57,12 @@ export interface ConformanceOptions {
    * dead keep-alive key expires. The kit still calls `close()` on the store.
    */
   crash?: (store: Store) => Promise<void> | void;
+  /**
+   * Hooks that let the kit break things (partition one client, restart the
+   * server) on a server of the backend's own: see `FaultHooks`. Without
+   * them the fault rows of the matrix stay "untested".
+   */
+  faults?: FaultHooks;
   /** Whether to write the results file (default true). The kit's own tests of reference stores pass false or a `resultsDir` of their own. */
   record?: boolean;
   /** Where the results file goes; default `$KV_RESULTS_DIR`, else `<repo root>/.kv-test-results`. */
@@ -202,6 +209,7 @@ export function describeConformance(options: ConformanceOptions): void {
     describe('locks', () => lockCases(define));
     describe('ttl and keepAlive', () => ttlCases(define));
     describe('prefixes, close, abort, capabilities', () => lifecycleCases(define));
+    describe('faults: partitions and restarts', () => faultCases(define));
   });
 }
 
@@ -215,6 +223,7 @@ function settingsFor(caps: Capabilities, options: ConformanceOptions, timeScale:
     prompt: Math.min(lockTtl / 2, 3_000 * timeScale),
     slack: 500 * timeScale,
     crash: options.crash,
+    faults: options.faults,
   };
 }
 
@@ -230,6 +239,8 @@ function skipReason(
   if (missing.length > 0) return `${name} declares ${missing.join(', ')}: false`;
   if (spec.unsupported && caps[spec.unsupported]) return `${name} supports ${spec.unsupported}`;
   if (spec.needsCrash && !settings.crash) return 'no crash option given';
+  if (spec.needsFault && !settings.faults?.[spec.needsFault])
+    return `no faults.${spec.needsFault} hook given`;
   return undefined;
 }
 

@@ -135,6 +135,99 @@ export function lockCases(define: Define): void {
   );
 
   define(
+    'deleting a held lock key, or its directory, never makes two holders',
+    { rows: ['lock', 'delete', 'deleteTree'], requires: 'lock' },
+    async (t) => {
+      const [one, two, three] = (await t.openMany(3)) as [Store, Store, Store];
+      const ttl = t.settings.lockTtl;
+      const a = one.newLock('jobs/lk/l', { value: 'a', ttl });
+      const held = await a.lock();
+      const b = two.newLock('jobs/lk/l', { value: 'b', ttl });
+      let holderLostFirst: boolean | undefined;
+      const waiting = b.lock().then((lease) => {
+        // The one moment that matters: when the waiter holds, the first holder must know it lost.
+        holderLostFirst = held.lost.aborted;
+        return lease;
+      });
+      waiting.catch(() => {});
+      await three.delete('jobs/lk/l');
+      await sleep(STILL_WAITING_MS);
+      await three.deleteTree('jobs/lk');
+      await sleep(STILL_WAITING_MS);
+      if (holderLostFirst !== undefined) {
+        expect(holderLostFirst, 'the waiter got the lock while the first holder had not lost it').toBe(true);
+      }
+      const released = performance.now();
+      await a.unlock();
+      const lease = await within(
+        waiting,
+        t.settings.prompt + t.settings.slack,
+        'the waiter did not get the lock promptly after the holder let go',
+      );
+      expect(holderLostFirst, 'two holders at once').toBe(true);
+      expect(lease.fencingToken).toBeGreaterThan(held.fencingToken);
+      expect(performance.now() - released).toBeLessThan(t.settings.prompt + t.settings.slack);
+      await b.unlock();
+    },
+  );
+
+  define(
+    'a waiter that died in the queue does not hold up the hand-over; tryLock succeeds on a lock only dead waiters want',
+    {
+      rows: ['lock'],
+      requires: 'lock',
+      needsCrash: true,
+      timeout: (caps, s) => 30_000 + 3 * (Math.max(s.lockTtl, 8_000) + caps.ttlGranularity),
+    },
+    async (t) => {
+      const [one, dead, live, other] = (await t.openMany(4)) as [Store, Store, Store, Store];
+      // Long enough that waiting for a dead waiter's ttl would show: its place must expire sooner.
+      const ttl = Math.max(t.settings.lockTtl, 8_000);
+      const a = one.newLock('locks/queue', { ttl });
+      const held = await a.lock();
+      const doomed = dead.newLock('locks/queue', { ttl }).lock();
+      doomed.catch(() => {});
+      // Let the doomed waiter take its place in the queue before the live one.
+      await sleep(STILL_WAITING_MS);
+      const waiting = live.newLock('locks/queue', { ttl }).lock();
+      waiting.catch(() => {});
+      await sleep(STILL_WAITING_MS);
+      await t.settings.crash?.(dead);
+      const released = performance.now();
+      await a.unlock();
+      const target = 2_000 * t.settings.timeScale + t.settings.slack;
+      const lease = await within(
+        waiting,
+        ttl + t.caps.ttlGranularity + t.settings.slack,
+        'the live waiter never got the lock',
+      );
+      const handover = performance.now() - released;
+      expect(handover, `hand-over past a dead waiter took ${Math.round(handover)} ms`).toBeLessThan(target);
+      expect(lease.fencingToken).toBeGreaterThan(held.fencingToken);
+      // A lock that only a dead waiter still wants: tryLock must not wait for its place to expire.
+      const [holder, dead2] = (await t.openMany(2)) as [Store, Store];
+      const h = holder.newLock('locks/try', { ttl });
+      await h.lock();
+      const doomed2 = dead2.newLock('locks/try', { ttl }).lock();
+      doomed2.catch(() => {});
+      await sleep(STILL_WAITING_MS);
+      await t.settings.crash?.(dead2);
+      await h.unlock();
+      const freed = performance.now();
+      let taken: LockLease | null = null;
+      while (!taken && performance.now() - freed < target) {
+        taken = await other.newLock('locks/try', { ttl }).tryLock();
+        if (!taken) await sleep(50);
+      }
+      const after = performance.now() - freed;
+      expect(
+        taken,
+        `tryLock gave null for ${Math.round(after)} ms on a lock only a dead waiter wanted`,
+      ).not.toBeNull();
+    },
+  );
+
+  define(
     'a dead holder (crashed without unlocking) frees the lock within its ttl',
     {
       rows: ['lock'],

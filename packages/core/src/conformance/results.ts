@@ -23,6 +23,8 @@ export const ROWS = [
   { id: 'keepAlive', call: 'KeepAlive', capability: 'keepAlive' },
   { id: 'consistentRead', call: 'Consistent read', capability: 'consistentRead' },
   { id: 'close', call: 'Close' },
+  { id: 'partition', call: 'Fault: one client partitioned' },
+  { id: 'restart', call: 'Fault: server restarted' },
 ] as const satisfies readonly { id: string; call: string; capability?: CapabilityName }[];
 
 export type RowId = (typeof ROWS)[number]['id'];

@@ -1,0 +1,49 @@
+import { type FaultProxy, startFaultProxy } from './fault-proxy.js';
+import type { ServerHandle } from './launch.js';
+
+/** A store a test can cut off from its server (structurally the kit's `PartitionableStore`). */
+export interface PartitionedStore<S> {
+  readonly store: S;
+  readonly proxy: FaultProxy;
+  partition(): void;
+  heal(): void;
+}
+
+/** The conformance kit's `faults` hooks on a private server (structurally `FaultHooks`). */
+export interface ServerFaultHooks<S> {
+  open(prefix: string): Promise<S>;
+  openPartitionable(prefix: string): Promise<PartitionedStore<S>>;
+  /** Restarts the server with its data kept, and waits until it serves. */
+  restart(): Promise<void>;
+  /** Closes every proxy (stores are the caller's to close). */
+  dispose(): Promise<void>;
+}
+
+/**
+ * Fault hooks for the conformance kit on a private server: each
+ * partitionable store gets a fault proxy of its own in front of the first
+ * endpoint, so cutting it leaves every other client and the server alone.
+ */
+export function serverFaultHooks<S>(
+  server: ServerHandle,
+  open: (endpoints: string[], prefix: string) => Promise<S>,
+): ServerFaultHooks<S> {
+  const proxies: FaultProxy[] = [];
+  return {
+    open: (prefix) => open([...server.endpoints], prefix),
+    async openPartitionable(prefix) {
+      const target = server.endpoints[0];
+      if (!target) throw new Error(`${server.name}: no endpoint to proxy`);
+      const proxy = await startFaultProxy(target);
+      proxies.push(proxy);
+      const store = await open([proxy.endpoint], prefix);
+      return { store, proxy, partition: () => proxy.blackhole(), heal: () => proxy.pass() };
+    },
+    async restart() {
+      await server.restart();
+    },
+    async dispose() {
+      await Promise.allSettled(proxies.splice(0).map((p) => p.close()));
+    },
+  };
+}
