@@ -32,7 +32,11 @@ describe.skipIf(!redis.available)(
       const watch = store.watch('k')[Symbol.asyncIterator]();
       const first = watch.next();
       await within(cut, 10_000, 'the SUBSCRIBE being cut');
+      const cutAt = performance.now();
       expect((await within(first, 10_000, 'the first watch event after the cut')).value).toBeNull();
+      process.stderr.write(
+        `[backend-redis] watch started ${(performance.now() - cutAt).toFixed(0)} ms after its SUBSCRIBE was cut\n`,
+      );
       await writer.put('k', 'after');
       const next = await within(watch.next(), 10_000, 'the put after the cut');
       expect(next.value && text(next.value.value)).toBe('after');
@@ -52,7 +56,11 @@ describe.skipIf(!redis.available)(
       const won = waiter.lock();
       await within(cut, 10_000, 'the SUBSCRIBE being cut');
       await holder.unlock();
+      const unlockedAt = performance.now();
       const lease = await within(won, 10_000, 'the waiter getting the unlocked lock');
+      process.stderr.write(
+        `[backend-redis] lock() wait with a cut SUBSCRIBE: acquired ${(performance.now() - unlockedAt).toFixed(0)} ms after unlock\n`,
+      );
       expect(lease.lost.aborted).toBe(false);
       // And the store's watches work too.
       const watch = waiterStore.watch('job')[Symbol.asyncIterator]();
