@@ -142,7 +142,9 @@ export function redisSettings(config: ResolvedConfig & RedisOptions): RedisSetti
     db,
     namespace,
     configureNotifications: bool(config.configureNotifications, 'configureNotifications', true),
-    username: config.username,
+    // `redis://:password@host` (the usual Redis form) has an empty user name: that means none, so
+    // the client sends `AUTH <password>` (the default user, or requirepass) rather than `AUTH "" <password>`.
+    username: config.username === '' ? undefined : config.username,
     password: config.password,
     tls,
     connectTimeout: config.connectTimeout,

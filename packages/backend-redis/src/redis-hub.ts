@@ -1,6 +1,6 @@
 import { randomUUID } from 'node:crypto';
 import { abortError, delay, isBelow, type KVError, NotSupportedError } from '@kv/core';
-import { type Change, parseChange } from './redis-script.js';
+import { type Change, parseChange, parseUnlock } from './redis-script.js';
 
 /** What a watcher or lock waiter pulls from its feed. */
 export type FeedItem =
@@ -167,6 +167,8 @@ export interface HubHost {
   sweep(fullKey: string): void;
   command<T>(args: string[], signal: AbortSignal): Promise<T>;
   isReplyError(error: unknown): boolean;
+  /** The number of open feeds (watches and lock waits) changed. */
+  feedsChanged(count: number): void;
 }
 
 /**
@@ -182,7 +184,6 @@ export class Hub {
   private readonly feeds = new Set<Feed>();
   private failure: KVError | undefined;
   private notifications: Promise<void> | undefined;
-  private readyCount = 0;
   private readonly probes = new Map<string, () => void>();
 
   constructor(host: HubHost) {
@@ -190,13 +191,21 @@ export class Hub {
   }
 
   attach(interest: Interest): Feed {
-    const feed = new Feed(interest, (f) => this.feeds.delete(f));
+    const feed = new Feed(interest, (f) => {
+      if (this.feeds.delete(f)) this.host.feedsChanged(this.feeds.size);
+    });
     if (this.failure) feed.fail(this.failure);
     this.feeds.add(feed);
+    this.host.feedsChanged(this.feeds.size);
     return feed;
   }
 
-  /** Resolves once subscribed (the client retries a lost connection by itself). */
+  /**
+   * Resolves once subscribed (after that the client retries a lost connection by itself). A
+   * permanent error (credentials, ACL, store closed) fails the hub for good; a transient one
+   * (a connection dropped during the first SUBSCRIBE, say) rejects this call only: the caller
+   * retries with backoff, and the next call starts over with a fresh subscriber.
+   */
   async ready(signal: AbortSignal): Promise<void> {
     if (this.failure) throw this.failure;
     this.started ??= this.start();
@@ -206,11 +215,12 @@ export class Hub {
   private async start(): Promise<void> {
     const sub = this.host.newSubscriber();
     this.sub = sub;
+    let readyCount = 0;
     sub.on('error', (error) => {
-      if (this.host.isPermanent(error)) this.fail(this.host.mapError(error, 'watch'));
+      if (this.sub === sub && this.host.isPermanent(error)) this.fail(this.host.mapError(error, 'watch'));
     });
     sub.on('ready', () => {
-      if (++this.readyCount === 1) return;
+      if (this.sub !== sub || ++readyCount === 1) return;
       // Reconnected: the server may have restarted (settings and data lost); everyone re-reads.
       this.notifications = undefined;
       for (const feed of this.feeds) feed.resync();
@@ -224,7 +234,18 @@ export class Hub {
       );
     } catch (error) {
       const mapped = this.host.mapError(error, 'watch');
-      this.fail(mapped);
+      if (this.host.isPermanent(error) || this.host.closing.aborted) {
+        this.fail(mapped);
+        throw mapped;
+      }
+      // Transient: forget this attempt, so the next ready() subscribes again on a new connection.
+      if (this.sub === sub) this.sub = undefined;
+      this.started = undefined;
+      try {
+        sub.destroy();
+      } catch {
+        // already gone
+      }
       throw mapped;
     }
   }
@@ -244,7 +265,13 @@ export class Hub {
     const name = channel.toString('utf8');
     if (name === this.host.channel) {
       const change = parseChange(message);
-      if (change) for (const feed of this.feeds) feed.offerChange(change);
+      if (change) {
+        for (const feed of this.feeds) feed.offerChange(change);
+        return;
+      }
+      // A freed lock whose data was gone: lock waiters wake up (as for a lock key's expiry).
+      const unlocked = parseUnlock(message);
+      if (unlocked !== undefined) for (const feed of this.feeds) feed.offerExpired(unlocked, true);
       return;
     }
     const key = message.toString('utf8');

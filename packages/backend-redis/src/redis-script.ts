@@ -6,7 +6,10 @@ import { createHash } from 'node:crypto';
  * its version and its change message can never interleave with another write.
  *
  * KEYS[1] the index (a sorted set, every member scored 0, so ZRANGEBYLEX walks it in key order)
- * KEYS[2] the sequence counter (INCR): versions, fencing tokens and change numbers
+ * KEYS[2] the sequence counter (INCR; seeded from the server's TIME when missing): versions, fencing
+ *         tokens and change numbers
+ * KEYS[3] the deadlines: a sorted set of every key with a ttl, scored by when it expires (server
+ *         time, ms), so the `expire` operation can make Redis expire due keys on time
  * ARGV[1] the operation, ARGV[2] the key-name prefix (`{kv}:`), ARGV[3] the change channel,
  * ARGV[4] the largest value sent inline in a change message; then the operation's arguments.
  *
@@ -15,22 +18,46 @@ import { createHash } from 'node:crypto';
  *   P<seq>:<keylen>:<key>          put of a value too large to send inline
  *   d<seq>:<keylen>:<key>          delete (also: an expired or evicted key left the index)
  *   t<seq>:<keylen>:<dir>          deleteTree: <dir> and everything below it
+ *   u0:<keylen>:<key>              a lock whose key was already deleted was freed (no sequence
+ *                                  number: not a change of the data, only a wake-up for lock waiters)
  */
 export const SCRIPT = `
-local idx, seqk = KEYS[1], KEYS[2]
+local idx, seqk, expk = KEYS[1], KEYS[2], KEYS[3]
 local op, ns, chan, inline = ARGV[1], ARGV[2], ARGV[3], tonumber(ARGV[4])
 
 local function dk(k) return ns .. 'd:' .. k end
 local function lk(k) return ns .. 'l:' .. k end
-local function nextseq() return redis.call('INCR', seqk) end
+-- The counter never goes back, even when the server lost it (a restart without persistence, an
+-- eviction, a FLUSHALL): a missing counter starts at the server's time in microseconds. That
+-- exceeds every number handed out before, as long as fewer than one number per microsecond was
+-- drawn since the first seed (a script takes longer than that) and the server clock did not go back,
+-- and it stays below 2^53 (exact in a JS number) until the year 2255.
+local function seed()
+  if redis.call('EXISTS', seqk) == 0 then
+    local t = redis.call('TIME')
+    redis.call('SET', seqk, t[1] .. string.format('%06d', tonumber(t[2])))
+  end
+end
+local function nowms()
+  local t = redis.call('TIME')
+  return tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+end
+local function deadline(k, ttl)
+  redis.call('ZADD', expk, nowms() + tonumber(ttl), k)
+end
+local function nextseq()
+  seed()
+  return redis.call('INCR', seqk)
+end
 local function emit(t, seq, k, payload)
   redis.call('PUBLISH', chan, t .. string.format('%d:%d:', seq, #k) .. k .. (payload or ''))
 end
 
 -- An index entry whose data is gone (expired or evicted) leaves the index; watchers hear a delete.
 local function sweep(k)
-  if redis.call('EXISTS', dk(k)) == 0 and redis.call('ZREM', idx, k) == 1 then
-    emit('d', nextseq(), k)
+  if redis.call('EXISTS', dk(k)) == 0 then
+    redis.call('ZREM', expk, k)
+    if redis.call('ZREM', idx, k) == 1 then emit('d', nextseq(), k) end
   end
 end
 
@@ -44,21 +71,32 @@ local function write(k, v, ttl, owner)
   else
     redis.call('HSET', d, 'v', v, 'i', string.format('%d', seq))
   end
-  if ttl > 0 then redis.call('PEXPIRE', d, ttl) end
+  if ttl > 0 then
+    redis.call('PEXPIRE', d, ttl)
+    deadline(k, ttl)
+  else
+    redis.call('ZREM', expk, k)
+  end
   redis.call('ZADD', idx, 0, k)
   if #v <= inline then emit('p', seq, k, v) else emit('P', seq, k) end
   return seq
 end
 
+-- Removes a key's data. Never its lock key: a lock belongs to its holder, and only unlock, the
+-- lock's ttl or a renewal that finds its data gone frees it (so a delete cannot make two holders).
 local function remove(k)
-  redis.call('DEL', lk(k))
+  redis.call('ZREM', expk, k)
   local existed = redis.call('DEL', dk(k)) == 1
   local indexed = redis.call('ZREM', idx, k) == 1
   if existed or indexed then emit('d', nextseq(), k) end
-  return existed
+  return existed or indexed
 end
 
-local function counter() return tonumber(redis.call('GET', seqk) or '0') end
+-- Reads seed a missing counter too, so the first change after a read follows it without a gap.
+local function counter()
+  seed()
+  return tonumber(redis.call('GET', seqk))
+end
 
 if op == 'put' then
   -- key value ttl owner
@@ -86,12 +124,13 @@ elseif op == 'deltree' then
   local dir = ARGV[5]
   local lo, hi = '[' .. dir .. '/', '(' .. dir .. '0'
   local any = false
-  redis.call('DEL', lk(dir))
+  redis.call('ZREM', expk, dir)
   if redis.call('DEL', dk(dir)) == 1 then any = true end
   if redis.call('ZREM', idx, dir) == 1 then any = true end
   local keys = redis.call('ZRANGEBYLEX', idx, lo, hi)
   for _, k in ipairs(keys) do
-    redis.call('DEL', dk(k), lk(k))
+    redis.call('DEL', dk(k))
+    redis.call('ZREM', expk, k)
   end
   if #keys > 0 then
     redis.call('ZREMRANGEBYLEX', idx, lo, hi)
@@ -128,6 +167,27 @@ elseif op == 'list' then
 elseif op == 'sweep' then
   sweep(ARGV[5])
   return 1
+elseif op == 'expire' then
+  -- limit -> { keys handled, ms until the next deadline (-1: none) }. Touches each key past its
+  -- deadline: the access makes Redis expire it now (with its expired notification) instead of when
+  -- its active expiry cycle happens to sample it, which on a server with many keys with a ttl can
+  -- take minutes; then it leaves the index and watchers hear its delete.
+  local now = nowms()
+  local due = redis.call('ZRANGEBYSCORE', expk, '-inf', now, 'LIMIT', 0, tonumber(ARGV[5]))
+  for _, k in ipairs(due) do
+    local left = redis.call('PTTL', dk(k))
+    if left == -2 then
+      sweep(k)
+    elseif left == -1 then
+      redis.call('ZREM', expk, k)
+    else
+      -- Not yet expired for Redis (its clock inside a script is the script's start): look again then.
+      redis.call('ZADD', expk, now + left, k)
+    end
+  end
+  local nxt = redis.call('ZRANGE', expk, 0, 0, 'WITHSCORES')
+  if #nxt == 0 then return { #due, -1 } end
+  return { #due, math.max(0, tonumber(nxt[2]) - now) }
 elseif op == 'touch' then
   -- owner, then key ttl pairs: extends keepAlive keys this store still owns. -> { 1|0, ... }
   local owner = ARGV[5]
@@ -136,6 +196,7 @@ elseif op == 'touch' then
     local d = dk(ARGV[i])
     if redis.call('HGET', d, 'o') == owner then
       redis.call('PEXPIRE', d, ARGV[i + 1])
+      deadline(ARGV[i], ARGV[i + 1])
       out[#out + 1] = 1
     else
       out[#out + 1] = 0
@@ -150,17 +211,30 @@ elseif op == 'lock' then
   end
   return { 0, redis.call('PTTL', lk(k)) }
 elseif op == 'renew' then
-  -- key token ttl -> 1 held and extended, 0 not the holder
+  -- key token ttl -> 1 held and extended, 0 not the holder, 2 still the holder but its key was
+  -- deleted (delete, deleteTree): not extended; the holder gives the lock up (unlock) once it knows.
   local k = ARGV[5]
   if redis.call('GET', lk(k)) ~= ARGV[6] then return 0 end
+  if redis.call('EXISTS', dk(k)) == 0 then return 2 end
   redis.call('PEXPIRE', lk(k), ARGV[7])
   redis.call('PEXPIRE', dk(k), ARGV[7])
+  deadline(k, ARGV[7])
+  return 1
+elseif op == 'check' then
+  -- key token -> as renew, without extending: 1 held, 0 not the holder, 2 its key was deleted
+  local k = ARGV[5]
+  if redis.call('GET', lk(k)) ~= ARGV[6] then return 0 end
+  if redis.call('EXISTS', dk(k)) == 0 then return 2 end
   return 1
 elseif op == 'unlock' then
   -- key token -> 1 released, 0 not the holder
   local k = ARGV[5]
   if redis.call('GET', lk(k)) ~= ARGV[6] then return 0 end
-  remove(k)
+  redis.call('DEL', lk(k))
+  if not remove(k) then
+    -- Its data was already deleted, so no delete message woke the waiters: tell them it is free.
+    redis.call('PUBLISH', chan, string.format('u0:%d:', #k) .. k)
+  end
   return 1
 end
 return redis.error_reply('ERR kv: unknown operation ' .. tostring(op))
@@ -192,6 +266,16 @@ function readNumber(buf: Buffer, from: number): { value: number; next: number } 
   }
   if (i === from || i >= buf.length) return undefined;
   return { value, next: i + 1 };
+}
+
+/** The key of an unlock notice (`u0:<keylen>:<key>`); undefined for anything else. */
+export function parseUnlock(buf: Buffer): string | undefined {
+  if (buf[0] !== 117 /* u */) return undefined;
+  const seq = readNumber(buf, 1);
+  if (!seq) return undefined;
+  const len = readNumber(buf, seq.next);
+  if (!len || len.next + len.value !== buf.length) return undefined;
+  return buf.toString('utf8', len.next, len.next + len.value);
 }
 
 /** Parses a change message; undefined for anything else. */

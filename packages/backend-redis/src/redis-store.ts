@@ -36,8 +36,8 @@ export const REDIS_CAPABILITIES: Capabilities = Object.freeze({
   keepAlive: true,
   consistentRead: true,
   minTtl: 50,
-  // Reads never see an expired key (Redis expires on access); watchers see its delete when Redis
-  // reports the expiry, which its active expiry cycle does within about 100 ms.
+  // Reads never see an expired key (Redis expires on access); watchers see its delete within about
+  // 100 ms of its deadline: while a watch is open the store makes Redis expire due keys itself.
   ttlGranularity: 250,
   maxValueSize: 16 * 1024 * 1024,
   distributed: true,
@@ -55,6 +55,7 @@ interface Names {
   readonly ns: string;
   readonly index: string;
   readonly seq: string;
+  readonly expiries: string;
   readonly dataPrefix: string;
   readonly lockPrefix: string;
   readonly probePrefix: string;
@@ -69,6 +70,7 @@ function namesOf(settings: RedisSettings): Names {
     ns,
     index: `${ns}idx`,
     seq: `${ns}seq`,
+    expiries: `${ns}exp`,
     dataPrefix: `${ns}d:`,
     lockPrefix: `${ns}l:`,
     probePrefix: `${ns}probe:`,
@@ -125,7 +127,12 @@ export class RedisStore extends BaseStore {
   private readonly names: Names;
   private readonly id = randomUUID();
   private readonly keepAliveKeys = new Map<string, number>();
+  /** Locks this store holds, by holder token: re-checked at once after every reconnect. */
+  private readonly heldLocks = new Map<string, { key: string; onLost: AcquireRequest['onLost'] }>();
   private keepAliveTimer: NodeJS.Timeout | undefined;
+  private expiryTimer: NodeJS.Timeout | undefined;
+  private expiring = false;
+  private feedCount = 0;
   private hub: Hub | undefined;
   private established = false;
   private destroyed = false;
@@ -155,6 +162,32 @@ export class RedisStore extends BaseStore {
     this.client.on('error', () => {
       // Reported to the calls that fail; reconnects are the client's job.
     });
+    this.client.on('ready', () => {
+      // A reconnect: the server may have restarted and lost the lock keys. Ask now, not at the
+      // next renewal (up to ttl/3 later), so `lost` aborts as soon as the server can tell.
+      if (this.established && !this.closed) void this.recheckLocks();
+    });
+  }
+
+  /** Asks the server about the locks this store holds (those `which` selects): `onLost` for any it lost. */
+  private async recheckLocks(which: (key: string) => boolean = () => true): Promise<void> {
+    for (const [token, { key, onLost }] of [...this.heldLocks]) {
+      if (this.closed) return;
+      if (!which(key)) continue;
+      let held: number;
+      try {
+        held = await this.script<number>('check', [key, token], AbortSignal.timeout(this.requestTimeout));
+      } catch {
+        return; // unreachable again: the next reconnect (or renewal) asks again
+      }
+      if (held === 1 || !this.heldLocks.has(token)) continue;
+      this.heldLocks.delete(token);
+      onLost(
+        held === 2
+          ? 'its key was deleted (delete or deleteTree)'
+          : 'its lock key was gone or held by another (the server restarted or lost it)',
+      );
+    }
   }
 
   private clientOptions(reconnectStrategy: (retries: number, cause: Error) => number | false): ClientOptions {
@@ -243,7 +276,7 @@ export class RedisStore extends BaseStore {
   /** Runs one operation of the script: EVALSHA, and EVAL when the server does not have it cached yet. */
   private async script<T>(op: string, args: Arg[], signal?: AbortSignal): Promise<T> {
     const n = this.names;
-    const tail: Arg[] = ['2', n.index, n.seq, op, n.ns, n.channel, String(INLINE_LIMIT), ...args];
+    const tail: Arg[] = ['3', n.index, n.seq, n.expiries, op, n.ns, n.channel, String(INLINE_LIMIT), ...args];
     try {
       return await this.command<T>(['EVALSHA', SCRIPT_SHA, ...tail], signal);
     } catch (error) {
@@ -287,6 +320,7 @@ export class RedisStore extends BaseStore {
   protected async _delete(key: string, signal: AbortSignal): Promise<void> {
     await this.script('del', [key], signal);
     this.keepAliveKeys.delete(key);
+    this.lockDataDeleted((held) => held === key);
   }
 
   protected async _list(dir: string, options: PrimitiveReadOptions): Promise<RawPair[]> {
@@ -325,6 +359,7 @@ export class RedisStore extends BaseStore {
     for (const key of this.keepAliveKeys.keys()) {
       if (key === dir || isBelow(dir, key)) this.keepAliveKeys.delete(key);
     }
+    this.lockDataDeleted((held) => held === dir || isBelow(dir, held));
   }
 
   protected async _atomicPut(
@@ -353,12 +388,28 @@ export class RedisStore extends BaseStore {
     const result = await this.script<number>('cad', [key, String(previousIndex)], signal);
     this.checkCas(key, result);
     this.keepAliveKeys.delete(key);
+    this.lockDataDeleted((held) => held === key);
   }
 
   private checkCas(key: string, result: number): void {
     if (result === -1) throw new KeyExistsError(this.userKey(key));
     if (result === -2) throw new KeyNotFoundError(this.userKey(key));
     if (result === -3) throw new KeyModifiedError(this.userKey(key));
+  }
+
+  /**
+   * This store deleted the value of a lock it may hold: the lock stays held on the server (a data
+   * delete never frees it), and the holder here learns at once rather than at its next renewal.
+   * Holders in other stores learn at their next renewal (within ttl/3).
+   */
+  private lockDataDeleted(which: (key: string) => boolean): void {
+    if (this.heldLocks.size === 0) return;
+    for (const { key } of this.heldLocks.values()) {
+      if (which(key)) {
+        void this.recheckLocks(which);
+        return;
+      }
+    }
   }
 
   // ---- keepAlive ----
@@ -408,6 +459,45 @@ export class RedisStore extends BaseStore {
     }
   }
 
+  // ---- expiry sweeping ----
+
+  /**
+   * While this store has a watch or a lock wait open, it makes Redis expire due ttl keys on time:
+   * the `expire` script touches every key of the namespace's deadline set whose time has come
+   * (whichever store wrote it), so Redis deletes it and the watchers hear of it at once, instead of
+   * when Redis's own active expiry reaches it (which, on a server with many keys with a ttl, can
+   * be a minute late). It runs at the next deadline, and at least every EXPIRY_EVERY ms for keys
+   * other stores add.
+   */
+  private scheduleExpiry(ms: number): void {
+    if (this.closed || this.feedCount === 0) return;
+    this.expiryTimer = setTimeout(() => {
+      this.expiryTimer = undefined;
+      void this.expireDue();
+    }, ms);
+    this.expiryTimer.unref();
+  }
+
+  private async expireDue(): Promise<void> {
+    if (this.closed || this.feedCount === 0) return;
+    this.expiring = true;
+    let next = EXPIRY_EVERY;
+    try {
+      const [handled, until] = await this.script<[number, number]>(
+        'expire',
+        [String(EXPIRY_BATCH)],
+        AbortSignal.timeout(this.requestTimeout),
+      );
+      if (num(handled) >= EXPIRY_BATCH) next = 0;
+      else if (num(until) >= 0) next = Math.min(EXPIRY_EVERY, num(until));
+    } catch {
+      next = EXPIRY_RETRY; // unreachable or refused for now
+    } finally {
+      this.expiring = false;
+    }
+    if (!this.expiryTimer) this.scheduleExpiry(next);
+  }
+
   // ---- watches ----
 
   private getHub(): Hub {
@@ -441,6 +531,10 @@ export class RedisStore extends BaseStore {
         },
         command: (args, signal) => this.command(args, signal),
         isReplyError: (error) => error instanceof ErrorReply,
+        feedsChanged: (count) => {
+          this.feedCount = count;
+          if (count > 0 && !this.expiryTimer && !this.expiring && !this.closed) this.scheduleExpiry(0);
+        },
       };
       this.hub = new Hub(host);
     }
@@ -581,8 +675,9 @@ export class RedisStore extends BaseStore {
       for (let attempt = 0; ; ) {
         feed?.clear();
         let reply: [number, number];
-        // The server's PX clock starts after this: the loss deadline counts from here.
-        const sentAt = Date.now();
+        // The server's PX clock starts after this: the loss deadline counts from here. Monotonic
+        // (the core's clock for lock deadlines): a wall-clock step must not stretch the deadline.
+        const sentAt = performance.now();
         try {
           reply = await this.script<[number, number]>(
             'lock',
@@ -601,12 +696,15 @@ export class RedisStore extends BaseStore {
         }
         attempt = 0;
         const [acquired, n] = reply;
-        if (acquired === 1) return this.lockHandle(key, token, ttl, n, sentAt);
+        if (acquired === 1) {
+          this.heldLocks.set(token, { key, onLost: request.onLost });
+          return this.lockHandle(key, token, ttl, n, sentAt);
+        }
         if (!feed) return null;
         // Held: wait for the key to change or expire, or for the holder's ttl at the latest.
-        const until = Date.now() + (n >= 0 ? n + 2 : 1_000);
+        const until = performance.now() + (n >= 0 ? n + 2 : 1_000);
         for (;;) {
-          const item = await feed.next(signal, until - Date.now());
+          const item = await feed.next(signal, until - performance.now());
           if (item === undefined) break;
           if (item.kind === 'fail') throw item.error;
           if (item.kind !== 'skip') break;
@@ -629,11 +727,15 @@ export class RedisStore extends BaseStore {
       sentAt,
       renew: async (signal) => {
         const held = await this.script<number>('renew', [key, token, String(ttl)], signal);
-        if (held !== 1) {
-          throw new LockLostError(this.userKey(key), 'its key expired, was deleted or was taken over');
+        if (held !== 1) this.heldLocks.delete(token);
+        if (held === 2) {
+          // Still ours on the server: the core aborts `lost` first, then releases (unlock) it.
+          throw new LockLostError(this.userKey(key), 'its key was deleted (delete or deleteTree)');
         }
+        if (held !== 1) throw new LockLostError(this.userKey(key), 'it expired or was taken over');
       },
       release: async (signal) => {
+        this.heldLocks.delete(token);
         if (this.destroyed) return;
         await this.script('unlock', [key, token], signal);
       },
@@ -678,11 +780,21 @@ export class RedisStore extends BaseStore {
   protected async _close(): Promise<void> {
     if (this.keepAliveTimer) clearTimeout(this.keepAliveTimer);
     this.keepAliveTimer = undefined;
+    if (this.expiryTimer) clearTimeout(this.expiryTimer);
+    this.expiryTimer = undefined;
     this.keepAliveKeys.clear();
+    this.heldLocks.clear();
     this.hub?.close();
     this.destroyClient();
   }
 }
+
+/** ms: the longest pause between two expiry sweeps while a watch or lock wait is open. */
+const EXPIRY_EVERY = 100;
+/** ms: the pause after a sweep that failed. */
+const EXPIRY_RETRY = 250;
+/** Due keys handled per sweep script (each costs a few µs on the server). */
+const EXPIRY_BATCH = 1_000;
 
 function reconnectDelay(retries: number): number {
   return Math.min(1_000, 50 * 2 ** Math.min(retries, 5)) + Math.floor(Math.random() * 50);

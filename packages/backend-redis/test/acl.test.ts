@@ -57,6 +57,25 @@ describe.skipIf(skip !== false)('redis ACL users and passwords', () => {
     expect([first.value, second.value].map((p) => p && text(p.value))).toEqual(['v', 'w']);
   });
 
+  it('redis://:password@host (password only, empty user name) authenticates with the password alone', async () => {
+    const url = await createStore(`redis://:admin-pw@${endpoint}/acl-pw`);
+    stores.push(url);
+    await url.put('k', 'v');
+    expect(text((await url.get('k')).value)).toBe('v');
+    // The same in config form: an empty user name means no user name.
+    const byConfig = await open({ username: '', password: 'admin-pw', prefix: 'acl-pw' });
+    expect(text((await byConfig.get('k')).value)).toBe('v');
+    // Watches use a second connection with the same credentials.
+    const watch = url.watch('k')[Symbol.asyncIterator]();
+    const first = await within(watch.next(), 10_000, 'first watch event');
+    await watch.return?.();
+    expect(first.value && text(first.value.value)).toBe('v');
+    // A wrong password in that form is still refused.
+    await expect(createStore(`redis://:nope@${endpoint}/x`)).rejects.toSatisfy(
+      AuthenticationError.isInstance,
+    );
+  });
+
   it('a wrong password is AuthenticationError, for an ACL user and for the default user', async () => {
     await expect(open({ username: 'app', password: 'nope' })).rejects.toSatisfy(
       AuthenticationError.isInstance,

@@ -85,20 +85,20 @@ describe('redis URLs and options', () => {
 
   it('a dead server is UnavailableError at once; a silent one within connectTimeout', async () => {
     const [port] = await freePorts(1);
-    const started = Date.now();
+    const started = performance.now();
     await expect(createStore(`redis://127.0.0.1:${port}/x`)).rejects.toSatisfy(UnavailableError.isInstance);
     await expect(createStore(`rediss://127.0.0.1:${port}/x`)).rejects.toSatisfy(UnavailableError.isInstance);
-    expect(Date.now() - started).toBeLessThan(2_000);
+    expect(performance.now() - started).toBeLessThan(2_000);
     const hole = await blackhole();
     try {
-      const t0 = Date.now();
+      const t0 = performance.now();
       const error = await createStore({
         backend: 'redis',
         endpoints: [hole.endpoint],
         connectTimeout: 400,
       }).catch((e: unknown) => e);
       expect(UnavailableError.isInstance(error), String(error)).toBe(true);
-      expect(Date.now() - t0).toBeLessThan(400 + 1_000);
+      expect(performance.now() - t0).toBeLessThan(400 + 1_000);
     } finally {
       hole.close();
     }

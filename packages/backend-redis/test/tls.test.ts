@@ -110,10 +110,10 @@ describe.skipIf(skip !== false)('redis over TLS', () => {
   });
 
   it('plain TCP to the TLS port does not hang: UnavailableError within connectTimeout', async () => {
-    const started = Date.now();
+    const started = performance.now();
     await expect(
       createStore({ backend: 'redis', endpoints: [endpoint], connectTimeout: 500 }),
     ).rejects.toSatisfy(UnavailableError.isInstance);
-    expect(Date.now() - started).toBeLessThan(1_500);
+    expect(performance.now() - started).toBeLessThan(1_500);
   });
 });
