@@ -65,7 +65,7 @@ import {
   type EtcdTxnResult,
   type TxnSpec,
 } from './transaction.js';
-import { WatchCursor, type WatchHost } from './watch-cursor.js';
+import { markOf, type ServerMark, WatchCursor, type WatchHost } from './watch-cursor.js';
 
 export const ETCD_CAPABILITIES: Capabilities = Object.freeze({
   watch: true,
@@ -425,20 +425,22 @@ export class EtcdStore extends BaseStore {
 
   // ---- watches ----
 
-  private async readKey(key: string): Promise<{ pair: RawPair | null; revision: number }> {
+  private async readKey(key: string): Promise<{ pair: RawPair | null; revision: number; mark: ServerMark }> {
     const response = await this.client.kv.range({ key: keyBytes(key) });
     const kv = response.kvs[0];
-    return { pair: kv ? (rawPair(kv, key) ?? null) : null, revision: num(response.header.revision) };
+    const mark = markOf(response.header);
+    return { pair: kv ? (rawPair(kv, key) ?? null) : null, revision: mark.revision, mark };
   }
 
   private async readTree(range: {
     key: Buffer;
     range_end: Buffer;
-  }): Promise<{ pairs: Map<string, RawPair>; revision: number }> {
+  }): Promise<{ pairs: Map<string, RawPair>; revision: number; mark: ServerMark }> {
     const response = await this.client.kv.range({ ...range });
     const pairs = new Map<string, RawPair>();
     for (const pair of this.rawPairs(response.kvs)) pairs.set(pair.key, pair);
-    return { pairs, revision: num(response.header.revision) };
+    const mark = markOf(response.header);
+    return { pairs, revision: mark.revision, mark };
   }
 
   /**
@@ -461,19 +463,29 @@ export class EtcdStore extends BaseStore {
   /**
    * The key's state (a linearizable read), then every change from the read's
    * revision + 1 on: nothing between the read and the watch is missed, and a
-   * reconnect resumes after the last revision handed out.
+   * reconnect resumes after the last revision handed out. When the history
+   * it would resume from is gone (compacted) or was replaced (the cluster was
+   * restored from a snapshot or rebuilt: its revision went backwards or its
+   * cluster id changed), it re-reads, yields the current state and goes on
+   * from the server's revision.
    */
   protected override async *_watch(key: string, signal: AbortSignal): AsyncIterable<RawPair | null> {
     const first = await this.reread(() => this.readKey(key), signal);
     yield first.pair;
-    const cursor = new WatchCursor(this.watchHost, { key: keyBytes(key) }, first.revision + 1, signal);
+    const cursor = new WatchCursor(
+      this.watchHost,
+      { key: keyBytes(key) },
+      first.revision + 1,
+      signal,
+      first.mark,
+    );
     try {
       for (;;) {
         const item = await cursor.next();
-        if (item.type === 'compacted') {
+        if (item.type !== 'events') {
           const now = await this.reread(() => this.readKey(key), signal);
           yield now.pair;
-          cursor.reset(now.revision + 1);
+          cursor.reset(now.revision + 1, now.mark);
           continue;
         }
         for (const event of item.events) {
@@ -488,16 +500,18 @@ export class EtcdStore extends BaseStore {
   /** Like `_watch`, over the directory's key range: one listing per revision that touched it. */
   protected override async *_watchTree(dir: string, signal: AbortSignal): AsyncIterable<RawPair[]> {
     const range = dirRange(dir);
-    let { pairs, revision } = await this.reread(() => this.readTree(range), signal);
+    const first = await this.reread(() => this.readTree(range), signal);
+    let pairs = first.pairs;
     yield [...pairs.values()];
-    const cursor = new WatchCursor(this.watchHost, range, revision + 1, signal);
+    const cursor = new WatchCursor(this.watchHost, range, first.revision + 1, signal, first.mark);
     try {
       for (;;) {
         const item = await cursor.next();
-        if (item.type === 'compacted') {
-          ({ pairs, revision } = await this.reread(() => this.readTree(range), signal));
+        if (item.type !== 'events') {
+          const now = await this.reread(() => this.readTree(range), signal);
+          pairs = now.pairs;
           yield [...pairs.values()];
-          cursor.reset(revision + 1);
+          cursor.reset(now.revision + 1, now.mark);
           continue;
         }
         let changed = false;
@@ -521,10 +535,10 @@ export class EtcdStore extends BaseStore {
     try {
       for (;;) {
         const item = await cursor.next();
-        if (item.type === 'compacted') {
+        if (item.type !== 'events') {
           const now = await this.reread(() => this.client.kv.range({ key, count_only: true }), signal);
           if (num(now.count) === 0) return;
-          cursor.reset(num(now.header.revision) + 1);
+          cursor.reset(num(now.header.revision) + 1, markOf(now.header));
           continue;
         }
         if (item.events.some((event) => event.type === 'Delete')) return;
