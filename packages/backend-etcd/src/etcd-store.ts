@@ -205,6 +205,7 @@ export class EtcdStore extends BaseStore {
 
   /** Reachability and credentials: a read of one key; a permission error still proves both. */
   private async ping(): Promise<void> {
+    // gRPC takes an absolute wall-clock deadline: computed right before the call from the timeout.
     const deadline = Date.now() + this.settings.connectTimeout;
     let timer: NodeJS.Timeout | undefined;
     const timeout = new Promise<never>((_, reject) => {
@@ -565,7 +566,8 @@ export class EtcdStore extends BaseStore {
     const seconds = Math.ceil(request.ttl / 1000);
     for (;;) {
       if (request.signal.aborted) throw abortError(request.signal);
-      const grantedAt = Date.now();
+      // Monotonic: the loss deadline is a duration from here, immune to wall-clock jumps.
+      const grantedAt = performance.now();
       const lease = await this.grant(seconds);
       let handedOver = false;
       try {

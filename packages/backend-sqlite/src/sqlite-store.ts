@@ -317,9 +317,9 @@ export class SqliteStore extends BaseStore {
     if (this.keepAlive.size === 0 || this.closed) return;
     const interval = Math.max(10, Math.floor(Math.min(...this.keepAlive.values()) / 3));
     // Re-arm only for a key that needs an earlier renewal: constant puts must not postpone renewals.
-    if (this.keepAliveTimer && this.keepAliveDue <= Date.now() + interval) return;
+    if (this.keepAliveTimer && this.keepAliveDue <= performance.now() + interval) return;
     clearTimeout(this.keepAliveTimer);
-    this.keepAliveDue = Date.now() + interval;
+    this.keepAliveDue = performance.now() + interval;
     this.keepAliveTimer = setTimeout(() => {
       this.keepAliveTimer = undefined;
       this.renewKeepAlive();
@@ -552,7 +552,9 @@ export class SqliteStore extends BaseStore {
       for (;;) {
         if (signal.aborted) throw abortError(signal);
         const seen = this.notifier.generation;
-        const outcome = this.write<{ heldUntil: number } | { token: number; sentAt: number }>((now) => {
+        // Monotonic, taken before the write that may win: the loss deadline counts from here.
+        const sentAt = performance.now();
+        const outcome = this.write<{ heldUntil: number } | { token: number }>((now) => {
           this.stmt.purgeWaiters.run({ key, now });
           const row = this.stmt.lockRow.get({ key });
           const first = this.stmt.firstWaiter.get({ key, now });
@@ -576,9 +578,9 @@ export class SqliteStore extends BaseStore {
           this.putRow(key, value, now + ttl, null);
           if (queued) this.stmt.removeWaiter.run({ key, holder });
           queued = false;
-          return { token, sentAt: now };
+          return { token };
         });
-        if ('token' in outcome) return this.lockHandle(key, holder, ttl, outcome.token, outcome.sentAt);
+        if ('token' in outcome) return this.lockHandle(key, holder, ttl, outcome.token, sentAt);
         if (!request.wait) return null;
         // Wake on any change, at the holder's expiry, or in time to refresh our place in the queue.
         await this.notifier.wait(
