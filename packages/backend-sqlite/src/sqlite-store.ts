@@ -73,6 +73,13 @@ CREATE TABLE IF NOT EXISTS log_meta (
 ) WITHOUT ROWID;
 `;
 
+/**
+ * ms a lock waiter's place in the queue lives without a refresh: a waiter
+ * refreshes it every third of this while it waits, so a waiter that died
+ * leaves the queue within this, whatever the lock's ttl.
+ */
+export const WAITER_HEARTBEAT = 1_500;
+
 /** Bytes a change-log row is counted as: key and value bytes plus a row's overhead. */
 const LOG_ROW_OVERHEAD = 16;
 const LOG_ROW_SIZE = `length(CAST(key AS BLOB)) + COALESCE(length(value), 0) + ${LOG_ROW_OVERHEAD}`;
@@ -607,13 +614,19 @@ export class SqliteStore extends BaseStore {
 
   /**
    * Waiters queue in `lock_waiters`, first come first served, so a process
-   * that unlocks and locks again at once cannot starve the others. A waiter
-   * refreshes its row every ttl/3; the row of a waiter that died expires
-   * within its ttl and the queue moves on.
+   * that unlocks and locks again at once cannot starve the others. A waiter's
+   * row lives on a heartbeat of its own (`WAITER_HEARTBEAT`, or the ttl if
+   * shorter), refreshed every third of it while the waiter waits: the row of
+   * a waiter that died expires within the heartbeat and the queue moves on,
+   * and `tryLock()` finds the lock free. A live waiter that missed its
+   * heartbeat (a stalled process) queues again at the back. The queue only
+   * orders contenders: who holds is decided by the lock row, in one
+   * transaction.
    */
   protected override async _acquireLock(key: string, request: AcquireRequest): Promise<AcquiredLock | null> {
     const holder = randomUUID();
     const { value, ttl, signal } = request;
+    const heartbeat = Math.min(ttl, WAITER_HEARTBEAT);
     const release = request.wait ? this.notifier.hold() : () => {};
     let queued = false;
     try {
@@ -634,9 +647,11 @@ export class SqliteStore extends BaseStore {
                 : undefined;
           if (busyUntil !== undefined) {
             if (request.wait) {
-              const expires = now + ttl;
-              if (queued) this.stmt.touchWaiter.run({ key, holder, expires });
-              else this.stmt.addWaiter.run({ key, holder, expires });
+              const expires = now + heartbeat;
+              // A place that expired (this process stalled past its heartbeat) is taken anew, at the back.
+              if (!queued || this.stmt.touchWaiter.run({ key, holder, expires }).changes === 0) {
+                this.stmt.addWaiter.run({ key, holder, expires });
+              }
               queued = true;
             }
             return { heldUntil: busyUntil };
@@ -650,11 +665,11 @@ export class SqliteStore extends BaseStore {
         });
         if ('token' in outcome) return this.lockHandle(key, holder, ttl, outcome.token, sentAt);
         if (!request.wait) return null;
-        // Wake on any change, at the holder's expiry, or in time to refresh our place in the queue.
+        // Wake on any change, at the holder's (or a dead waiter's) expiry, or in time to refresh our place.
         await this.notifier.wait(
           seen,
           signal,
-          Math.min(outcome.heldUntil - Date.now() + 1, Math.floor(ttl / 3)),
+          Math.min(outcome.heldUntil - Date.now() + 1, Math.floor(heartbeat / 3)),
         );
       }
     } finally {
