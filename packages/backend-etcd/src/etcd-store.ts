@@ -82,6 +82,13 @@ export const ETCD_CAPABILITIES: Capabilities = Object.freeze({
   distributed: true,
 });
 
+/**
+ * s: the lease of a waiter's place in a lock queue (etcd's shortest lease by
+ * default), kept alive while it waits: a waiter that dies leaves the queue
+ * within this (plus etcd's 500 ms expiry sweep), whatever the lock's ttl.
+ */
+export const QUEUE_LEASE_SECONDS = 2;
+
 const MIN_TTL_SETTING = "--election-timeout (etcd's minimum lease TTL is 1.5 x the election timeout)";
 const EMPTY = Buffer.alloc(0);
 
@@ -553,14 +560,21 @@ export class EtcdStore extends BaseStore {
 
   /**
    * etcd's lock recipe. Each contender grants a lease of the lock's ttl and
-   * puts a waiter key `<key>\u0001lock/<lease>` under it; the waiter with the
-   * lowest create revision holds the lock. If no waiter exists, one
-   * transaction puts the waiter and the lock's value at `<key>` (both on the
-   * lease); otherwise the contender queues and waits for the delete of the
-   * waiter just before it, then confirms in one transaction that its waiter
-   * still exists while it writes the value. The fencing token is the waiter's
-   * create revision. Unlock revokes the lease, which deletes both keys at once
-   * and wakes the next waiter.
+   * puts a waiter key `<key>\u0001lock/<lease>`; the waiter with the lowest
+   * create revision holds the lock. If no waiter exists, one transaction puts
+   * the waiter and the lock's value at `<key>`, both on the ttl lease.
+   * Otherwise the waiter key goes on a short queue lease of its own
+   * (`QUEUE_LEASE_SECONDS`, kept alive while waiting), so a waiter that dies
+   * leaves the queue within seconds, not within the lock's ttl; the
+   * contender waits for the delete of the waiter just before it, then, in
+   * one transaction that requires its waiter key to still exist with its
+   * create revision, moves that key onto the ttl lease and writes the value.
+   * A put keeps a key's create revision, so the fencing token (the waiter's
+   * create revision) is the revision the contender queued at, and tokens
+   * grow with every holder: a holder only ever follows waiters created
+   * before it. If the queue lease is lost while waiting, the waiter key is
+   * gone and the contender queues again at the back. Unlock revokes the ttl
+   * lease, which deletes both keys at once and wakes the next waiter.
    */
   protected override async _acquireLock(key: string, request: AcquireRequest): Promise<AcquiredLock | null> {
     const seconds = Math.ceil(request.ttl / 1000);
@@ -568,22 +582,42 @@ export class EtcdStore extends BaseStore {
       if (request.signal.aborted) throw abortError(request.signal);
       // Monotonic: the loss deadline is a duration from here, immune to wall-clock jumps.
       const grantedAt = performance.now();
-      const lease = await this.grant(seconds);
+      // lock(): the ttl lease and the queue lease, in one round trip.
+      const granted = await Promise.allSettled([
+        this.grant(seconds),
+        request.wait ? this.grantQueueLease() : Promise.resolve(undefined),
+      ]);
+      const [ttlLease, queueLease] = granted;
+      if (ttlLease.status === 'rejected' || queueLease.status === 'rejected') {
+        if (ttlLease.status === 'fulfilled') this.revokeLater(ttlLease.value);
+        if (queueLease.status === 'fulfilled' && queueLease.value) this.revokeLater(queueLease.value.id);
+        throw ttlLease.status === 'rejected' ? ttlLease.reason : (queueLease as PromiseRejectedResult).reason;
+      }
+      const lease = ttlLease.value;
       let handedOver = false;
       try {
-        const outcome = await this.contend(key, lease, seconds, grantedAt, request);
+        const outcome = await this.contend(key, lease, queueLease.value, seconds, grantedAt, request);
         if (outcome === 'again') continue;
         handedOver = outcome !== null;
         return outcome;
       } finally {
         if (!handedOver) this.revokeLater(lease);
+        if (queueLease.value) this.revokeLater(queueLease.value.id);
       }
     }
+  }
+
+  /** A short lease for a waiter's place in a lock queue; the server may make it longer (its minimum). */
+  private async grantQueueLease(): Promise<{ id: string; seconds: number }> {
+    const response = await this.client.leaseClient.leaseGrant({ TTL: QUEUE_LEASE_SECONDS });
+    if (response.error) throw new Error(`lease grant failed: ${response.error}`);
+    return { id: response.ID, seconds: Math.max(1, num(response.TTL)) };
   }
 
   private async contend(
     key: string,
     lease: string,
+    queueLease: { id: string; seconds: number } | undefined,
     seconds: number,
     grantedAt: number,
     request: AcquireRequest,
@@ -598,28 +632,25 @@ export class EtcdStore extends BaseStore {
         { request_put: { key: waiter, value: EMPTY, lease } },
         { request_put: { key: lockKey, value, lease } },
       ],
-      failure: request.wait ? [{ request_put: { key: waiter, value: EMPTY, lease } }] : [],
+      failure: queueLease ? [{ request_put: { key: waiter, value: EMPTY, lease: queueLease.id } }] : [],
     });
     const mine = num(first.header.revision);
-    // Aborted meanwhile: the caller is gone; the lease (and with it anything written) is revoked.
+    // Aborted meanwhile: the caller is gone; the leases (and with them anything written) are revoked.
     if (request.signal.aborted) throw abortError(request.signal);
     if (first.succeeded) return this.holding(key, waiter, lease, mine, mine, grantedAt, request);
-    if (!request.wait) return null;
+    if (!queueLease) return null;
 
-    // Queued: keep the lease alive while waiting; if it is lost anyway, start over.
+    // Queued: keep both leases alive while waiting; if either is lost anyway, start over.
     const waiting = new AbortController();
     const onAbort = () => waiting.abort(request.signal.reason);
     request.signal.addEventListener('abort', onAbort, { once: true });
     let leaseLost = false;
-    this.keeper.add(
-      lease,
-      seconds,
-      () => {
-        leaseLost = true;
-        waiting.abort(new Error('the waiter lease expired'));
-      },
-      grantedAt,
-    );
+    const lost = (why: string) => () => {
+      leaseLost = true;
+      waiting.abort(new Error(why));
+    };
+    this.keeper.add(lease, seconds, lost('the lock lease expired'), grantedAt);
+    this.keeper.add(queueLease.id, queueLease.seconds, lost('the queue lease expired'), grantedAt);
     try {
       for (let failures = 0; ; ) {
         if (request.signal.aborted) throw abortError(request.signal);
@@ -635,9 +666,13 @@ export class EtcdStore extends BaseStore {
           });
           const previous = before.kvs[0];
           if (!previous) {
+            // First in line: move the waiter key (same create revision, so same token) onto the ttl lease.
             const confirm = await this.client.kv.txn({
               compare: [{ key: waiter, target: 'Create', result: 'Equal', create_revision: mine }],
-              success: [{ request_put: { key: lockKey, value, lease } }],
+              success: [
+                { request_put: { key: waiter, value: EMPTY, lease } },
+                { request_put: { key: lockKey, value, lease } },
+              ],
             });
             if (!confirm.succeeded) return 'again';
             if (request.signal.aborted) throw abortError(request.signal);
@@ -660,6 +695,7 @@ export class EtcdStore extends BaseStore {
     } finally {
       request.signal.removeEventListener('abort', onAbort);
       this.keeper.remove(lease);
+      this.keeper.remove(queueLease.id);
     }
   }
 
