@@ -88,6 +88,10 @@ export const ETCD_CAPABILITIES: Capabilities = Object.freeze({
  * within this (plus etcd's 500 ms expiry sweep), whatever the lock's ttl.
  */
 export const QUEUE_LEASE_SECONDS = 2;
+/** ms between keep-alives of a queue lease: a live waiter's lease always has more than 1 s left. */
+const QUEUE_KEEPALIVE_MS = 400;
+/** ms between looks at the lease of the waiter just before this one. */
+const QUEUE_PROBE_MS = 250;
 
 const MIN_TTL_SETTING = "--election-timeout (etcd's minimum lease TTL is 1.5 x the election timeout)";
 const EMPTY = Buffer.alloc(0);
@@ -638,7 +642,7 @@ export class EtcdStore extends BaseStore {
     // Aborted meanwhile: the caller is gone; the leases (and with them anything written) are revoked.
     if (request.signal.aborted) throw abortError(request.signal);
     if (first.succeeded) return this.holding(key, waiter, lease, mine, mine, grantedAt, request);
-    if (!queueLease) return null;
+    if (!queueLease) return this.tryPastDeadWaiters(key, waiter, lease, value, grantedAt, request);
 
     // Queued: keep both leases alive while waiting; if either is lost anyway, start over.
     const waiting = new AbortController();
@@ -650,7 +654,13 @@ export class EtcdStore extends BaseStore {
       waiting.abort(new Error(why));
     };
     this.keeper.add(lease, seconds, lost('the lock lease expired'), grantedAt);
-    this.keeper.add(queueLease.id, queueLease.seconds, lost('the queue lease expired'), grantedAt);
+    this.keeper.add(
+      queueLease.id,
+      queueLease.seconds,
+      lost('the queue lease expired'),
+      grantedAt,
+      Math.min(QUEUE_KEEPALIVE_MS, (queueLease.seconds * 1000) / 3),
+    );
     try {
       for (let failures = 0; ; ) {
         if (request.signal.aborted) throw abortError(request.signal);
@@ -662,7 +672,6 @@ export class EtcdStore extends BaseStore {
             sort_order: 'Descend',
             sort_target: 'Create',
             limit: 1,
-            keys_only: true,
           });
           const previous = before.kvs[0];
           if (!previous) {
@@ -681,7 +690,7 @@ export class EtcdStore extends BaseStore {
             this.keeper.remove(lease);
             return this.holding(key, waiter, lease, mine, num(confirm.header.revision), sentAt, request);
           }
-          await this.waitForDelete(previous.key, num(before.header.revision) + 1, waiting.signal);
+          await this.waitForTurn(previous, lockKey, num(before.header.revision) + 1, waiting.signal);
           failures = 0;
         } catch (error) {
           if (request.signal.aborted) throw abortError(request.signal);
@@ -697,6 +706,117 @@ export class EtcdStore extends BaseStore {
       this.keeper.remove(lease);
       this.keeper.remove(queueLease.id);
     }
+  }
+
+  /**
+   * Waits for the delete of the waiter just before this one. If that one is
+   * itself waiting (its key is not on the lock key's lease), its queue lease
+   * is looked at every `QUEUE_PROBE_MS`: a live waiter renews it every
+   * `QUEUE_KEEPALIVE_MS`, so it always has more than 1 s left; one with less
+   * (etcd says 0 s) has stopped renewing, and its key is deleted in a
+   * transaction that requires it unchanged since it was read (it never moved
+   * onto a ttl lease, so it never held) and not on the lock key's lease.
+   * Deleting a waiter's key never frees a held lock: a waiter holds only
+   * through a transaction that requires its own key, with its create
+   * revision. A waiter stalled that long merely queues again.
+   */
+  private async waitForTurn(
+    previous: IKeyValue,
+    lockKey: Buffer,
+    fromRevision: number,
+    signal: AbortSignal,
+  ): Promise<void> {
+    if (signal.aborted) throw abortError(signal);
+    const stop = new AbortController();
+    const onAbort = () => stop.abort(signal.reason);
+    signal.addEventListener('abort', onAbort, { once: true });
+    const deleted = this.waitForDelete(previous.key, fromRevision, stop.signal);
+    const reaped = this.reapWhenDead(previous, lockKey, stop.signal);
+    try {
+      await Promise.race([deleted, reaped]);
+    } finally {
+      signal.removeEventListener('abort', onAbort);
+      stop.abort();
+      deleted.catch(() => {});
+      reaped.catch(() => {});
+    }
+    if (signal.aborted) throw abortError(signal);
+  }
+
+  /** Resolves once it deleted the key of a dead waiter; never resolves otherwise (until `signal`). */
+  private async reapWhenDead(previous: IKeyValue, lockKey: Buffer, signal: AbortSignal): Promise<void> {
+    const never = new Promise<void>((_, reject) =>
+      signal.addEventListener('abort', () => reject(abortError(signal)), { once: true }),
+    );
+    never.catch(() => {});
+    const lease = previous.lease ? String(previous.lease) : '0';
+    if (!isQueued(previous)) return never;
+    try {
+      for (;;) {
+        await delay(QUEUE_PROBE_MS, signal);
+        const ttl = await this.client.leaseClient.leaseTimeToLive({ ID: lease });
+        if (num(ttl.TTL) > 0) continue;
+        const reap = await this.client.kv.txn({
+          compare: [
+            { key: previous.key, target: 'Mod', result: 'Equal', mod_revision: previous.mod_revision },
+            { key: lockKey, target: 'Lease', result: 'NotEqual', lease },
+          ],
+          success: [{ request_delete_range: { key: previous.key } }],
+        });
+        return reap.succeeded ? undefined : never;
+      }
+    } catch {
+      // Unreachable, or stopped: the delete watch decides.
+      return never;
+    }
+  }
+
+  /**
+   * `tryLock()` found waiters: if none holds (no waiter key on the lock key's
+   * lease) and every one has stopped renewing its queue lease (etcd says 0 s
+   * left; see `waitForTurn`), one transaction deletes their keys, provided
+   * they are unchanged and no waiter came meanwhile, and takes the lock.
+   */
+  private async tryPastDeadWaiters(
+    key: string,
+    waiter: Buffer,
+    lease: string,
+    value: Buffer,
+    grantedAt: number,
+    request: AcquireRequest,
+  ): Promise<AcquiredLock | null> {
+    const queue = waiterRange(key);
+    const lockKey = keyBytes(key);
+    const [waiting, held] = await Promise.all([
+      this.client.kv.range({ ...queue, limit: 17 }),
+      this.client.kv.range({ key: lockKey, keys_only: true }),
+    ]);
+    const dead = waiting.kvs;
+    if (dead.length === 0 || dead.length > 16) return null;
+    const heldBy = held.kvs[0] ? String(held.kvs[0].lease) : undefined;
+    if (dead.some((kv) => !isQueued(kv) || String(kv.lease) === heldBy)) return null;
+    const ttls = await Promise.all(
+      dead.map((kv) => this.client.leaseClient.leaseTimeToLive({ ID: String(kv.lease) })),
+    );
+    if (ttls.some((ttl) => num(ttl.TTL) > 0)) return null;
+    const newest = Math.max(...dead.map((kv) => num(kv.create_revision)));
+    const taken = await this.client.kv.txn({
+      compare: [
+        ...dead.map(
+          (kv): ICompare => ({ key: kv.key, target: 'Mod', result: 'Equal', mod_revision: kv.mod_revision }),
+        ),
+        { ...queue, target: 'Create', result: 'Less', create_revision: newest + 1 },
+      ],
+      success: [
+        ...dead.map((kv): IRequestOp => ({ request_delete_range: { key: kv.key } })),
+        { request_put: { key: waiter, value: EMPTY, lease } },
+        { request_put: { key: lockKey, value, lease } },
+      ],
+    });
+    if (!taken.succeeded) return null;
+    if (request.signal.aborted) throw abortError(request.signal);
+    const token = num(taken.header.revision);
+    return this.holding(key, waiter, lease, token, token, grantedAt, request);
   }
 
   private holding(
@@ -1299,6 +1419,20 @@ export class EtcdStore extends BaseStore {
       });
     });
   }
+}
+
+/**
+ * A waiter key still waiting on its queue lease: its name carries its ttl
+ * lease, it sits on another one. A holder's key is on the lease its name
+ * carries (put there at once, or moved there when it acquired), as is every
+ * key of an older version of this package: never treated as a waiter.
+ */
+function isQueued(kv: IKeyValue): boolean {
+  const lease = kv.lease ? String(kv.lease) : '0';
+  if (lease === '0') return false;
+  const name = Buffer.from(kv.key).toString('latin1');
+  const slash = name.lastIndexOf('/');
+  return slash >= 0 && name.slice(slash + 1) !== BigInt(lease).toString(16);
 }
 
 /** Internal: a conditional write that did not happen must not leave its lease behind. */

@@ -41,6 +41,8 @@ export async function keepAliveOnce(client: Etcd3, id: string, signal: AbortSign
 
 interface Kept {
   readonly ttlSeconds: number;
+  /** ms between keep-alives. */
+  readonly interval: number;
   readonly onLost: ((why: string) => void) | undefined;
   /**
    * `performance.now()` (monotonic) when the last keep-alive the server
@@ -66,13 +68,30 @@ export class LeaseKeeper {
     private readonly requestTimeout: number,
   ) {}
 
-  /** `since`: when the lease was granted or last renewed (`performance.now()` before that request was sent). */
-  add(id: string, ttlSeconds: number, onLost?: (why: string) => void, since = performance.now()): void {
+  /**
+   * `since`: when the lease was granted or last renewed (`performance.now()`
+   * before that request was sent). `interval`: ms between keep-alives
+   * (default a third of the ttl).
+   */
+  add(
+    id: string,
+    ttlSeconds: number,
+    onLost?: (why: string) => void,
+    since = performance.now(),
+    interval = (ttlSeconds * 1000) / 3,
+  ): void {
     if (this.stopped) return;
     this.remove(id);
-    const entry: Kept = { ttlSeconds, onLost, confirmedSentAt: since, timer: undefined, renewing: undefined };
+    const entry: Kept = {
+      ttlSeconds,
+      interval,
+      onLost,
+      confirmedSentAt: since,
+      timer: undefined,
+      renewing: undefined,
+    };
     this.kept.set(id, entry);
-    this.schedule(id, entry, (ttlSeconds * 1000) / 3);
+    this.schedule(id, entry, Math.max(0, since + interval - performance.now()));
   }
 
   /** When (`performance.now()`) the last confirmed renewal of `id` was sent, if it is kept. */
@@ -122,7 +141,7 @@ export class LeaseKeeper {
         return;
       }
       entry.confirmedSentAt = sentAt;
-      this.schedule(id, entry, (entry.ttlSeconds * 1000) / 3);
+      this.schedule(id, entry, entry.interval);
     } catch {
       if (this.kept.get(id) !== entry) return;
       this.schedule(id, entry, Math.min(500, (entry.ttlSeconds * 1000) / 10));
