@@ -349,6 +349,10 @@ export class SqliteStore extends BaseStore {
 
   /** On open: counts the log's bytes if no store did yet (a database of an older version), and trims it. */
   private startLog(): void {
+    const bytes = this.stmt.logBytes.get()?.value;
+    const span = (this.stmt.maxSeq.get()?.seq ?? 0) - (this.stmt.minSeq.get()?.seq ?? 0);
+    // Nothing to do (the usual case): no write, so opening a store stays a read.
+    if (bytes !== undefined && bytes <= this.changeLogBytes && span < this.changeLogSize) return;
     this.db
       .transaction(() => {
         if (!this.stmt.logBytes.get()) {

@@ -66,6 +66,18 @@ describe('sqlite: the change log stays bounded, whatever the stores', () => {
     expect(rows).toBeGreaterThan(0);
   });
 
+  it('a log longer than the bound (an older version, a larger changeLogSize) is trimmed when a store opens', async () => {
+    const path = join(dir, 'open.db');
+    const big = await createStore({ backend: 'sqlite', path });
+    for (let i = 0; i < 300; i++) await big.put(`k/${i % 5}`, String(i));
+    await big.close();
+    expect(logOf(path).rows).toBe(300);
+    const small = await createStore({ backend: 'sqlite', path, changeLogSize: 50 });
+    expect(logOf(path).rows).toBeLessThanOrEqual(50);
+    expect(new TextDecoder().decode((await small.get('k/4')).value)).toBe('299');
+    await small.close();
+  });
+
   it('a watch that falls behind the trimmed log re-reads and yields the current state', async () => {
     const path = join(dir, 'resync.db');
     const store: Store = await createStore({ backend: 'sqlite', path, changeLogSize: 10 });
