@@ -209,6 +209,8 @@ export function createClient(settings: EtcdSettings): Etcd3 {
   const options: IOptions = {
     hosts: settings.hosts,
     grpcOptions: channelOptions,
+    // gRPC deadlines are absolute wall-clock times; each is computed as the call starts, from the
+    // (monotonic) timeout, so nothing here measures a duration with the wall clock.
     defaultCallOptions: (call) => (call.isStream ? {} : { deadline: Date.now() + settings.requestTimeout }),
     faultHandling: {
       host: () => passThrough,

@@ -190,6 +190,12 @@ export function settingsOf(config: ResolvedConfig & EtcdOptions & CommonConfig):
     if (!/^(\[[0-9a-f:.]+\]|[^\s/:@[\]]+):\d{1,5}$/i.test(withoutScheme)) {
       throw new InvalidArgumentError(`an etcd endpoint must be host:port, got ${JSON.stringify(endpoint)}`);
     }
+    const port = Number(withoutScheme.slice(withoutScheme.lastIndexOf(':') + 1));
+    if (port < 1 || port > 65_535) {
+      throw new InvalidArgumentError(
+        `an etcd endpoint's port must be 1 to 65535, got ${port} in ${JSON.stringify(endpoint)}`,
+      );
+    }
     return `${tlsOn ? 'https' : 'http'}://${withoutScheme}`;
   });
 

@@ -41,8 +41,13 @@ export async function keepAliveOnce(client: Etcd3, id: string, signal: AbortSign
 
 interface Kept {
   readonly ttlSeconds: number;
+  /** ms between keep-alives. */
+  readonly interval: number;
   readonly onLost: ((why: string) => void) | undefined;
-  /** `Date.now()` when the last keep-alive the server confirmed was sent: the lease runs at least ttl from it. */
+  /**
+   * `performance.now()` (monotonic) when the last keep-alive the server
+   * confirmed was sent: the lease runs at least ttl from it.
+   */
   confirmedSentAt: number;
   timer: NodeJS.Timeout | undefined;
   renewing: AbortController | undefined;
@@ -63,16 +68,33 @@ export class LeaseKeeper {
     private readonly requestTimeout: number,
   ) {}
 
-  /** `since`: when the lease was granted or last renewed (`Date.now()` before that request was sent). */
-  add(id: string, ttlSeconds: number, onLost?: (why: string) => void, since = Date.now()): void {
+  /**
+   * `since`: when the lease was granted or last renewed (`performance.now()`
+   * before that request was sent). `interval`: ms between keep-alives
+   * (default a third of the ttl).
+   */
+  add(
+    id: string,
+    ttlSeconds: number,
+    onLost?: (why: string) => void,
+    since = performance.now(),
+    interval = (ttlSeconds * 1000) / 3,
+  ): void {
     if (this.stopped) return;
     this.remove(id);
-    const entry: Kept = { ttlSeconds, onLost, confirmedSentAt: since, timer: undefined, renewing: undefined };
+    const entry: Kept = {
+      ttlSeconds,
+      interval,
+      onLost,
+      confirmedSentAt: since,
+      timer: undefined,
+      renewing: undefined,
+    };
     this.kept.set(id, entry);
-    this.schedule(id, entry, (ttlSeconds * 1000) / 3);
+    this.schedule(id, entry, Math.max(0, since + interval - performance.now()));
   }
 
-  /** When the last confirmed renewal of `id` was sent, if it is kept. */
+  /** When (`performance.now()`) the last confirmed renewal of `id` was sent, if it is kept. */
   confirmedSentAt(id: string): number | undefined {
     return this.kept.get(id)?.confirmedSentAt;
   }
@@ -110,7 +132,7 @@ export class LeaseKeeper {
     const timer = setTimeout(() => attempt.abort(), Math.min(this.requestTimeout, entry.ttlSeconds * 500));
     timer.unref();
     try {
-      const sentAt = Date.now();
+      const sentAt = performance.now();
       const ttl = await keepAliveOnce(this.client, id, attempt.signal);
       if (this.kept.get(id) !== entry) return;
       if (ttl <= 0) {
@@ -119,7 +141,7 @@ export class LeaseKeeper {
         return;
       }
       entry.confirmedSentAt = sentAt;
-      this.schedule(id, entry, (entry.ttlSeconds * 1000) / 3);
+      this.schedule(id, entry, entry.interval);
     } catch {
       if (this.kept.get(id) !== entry) return;
       this.schedule(id, entry, Math.min(500, (entry.ttlSeconds * 1000) / 10));

@@ -25,7 +25,40 @@ export interface Compacted {
   readonly compactRevision: number;
 }
 
-export type WatchItem = RevisionEvents | Compacted;
+/**
+ * The server's history went backwards: it answers with a revision older than
+ * one this watch already handed out, or it is another cluster (its cluster id
+ * changed). It was restored from a snapshot or rebuilt empty. The revisions
+ * the watch would resume from mean something else now: re-read, then `reset`
+ * past the read.
+ */
+export interface Rewound {
+  readonly type: 'rewound';
+  /** The server's revision when it was noticed. */
+  readonly serverRevision: number;
+  readonly why: string;
+}
+
+export type WatchItem = RevisionEvents | Compacted | Rewound;
+
+/** What a response header says about the server: its revision and cluster. */
+export interface ServerMark {
+  readonly revision: number;
+  readonly clusterId: string;
+  /** The raft term: it never goes down in one cluster's history (0: unknown). */
+  readonly raftTerm: number;
+}
+
+type Header = { revision?: unknown; cluster_id?: unknown; raft_term?: unknown } | null | undefined;
+
+/** The mark of a response header (`header` may be missing on odd responses). */
+export function markOf(header: Header): ServerMark {
+  return {
+    revision: num(header?.revision as string),
+    clusterId: String(header?.cluster_id ?? ''),
+    raftTerm: num(header?.raft_term as string),
+  };
+}
 
 export interface WatchTarget {
   readonly key: Buffer;
@@ -62,6 +95,12 @@ export class WatchCursor {
   private nextRevision: number;
   private failures = 0;
   private closed = false;
+  /** The cluster this watch's revisions belong to ('' until known). */
+  private clusterId: string;
+  /** The highest raft term seen. */
+  private raftTerm: number;
+  /** A header said the server is behind the cursor: confirm with a linearizable read before acting on it. */
+  private suspect: ServerMark | undefined;
   /** Set once the first stream was created on the server. */
   connectedOnce = false;
 
@@ -70,8 +109,12 @@ export class WatchCursor {
     private readonly target: WatchTarget,
     startRevision: number,
     private readonly signal: AbortSignal,
+    /** The header of the read `startRevision` came from, when known. */
+    from?: ServerMark,
   ) {
     this.nextRevision = startRevision;
+    this.clusterId = known(from?.clusterId);
+    this.raftTerm = from?.raftTerm ?? 0;
     host.cursors.add(this);
     signal.addEventListener('abort', this.onAbort, { once: true });
   }
@@ -89,6 +132,11 @@ export class WatchCursor {
         this.nextRevision = item.revision + 1;
         return item;
       }
+      if (this.suspect) {
+        const rewound = await this.confirmRewound(this.suspect);
+        if (rewound) return rewound;
+        continue;
+      }
       if (!this.stream) {
         await this.open();
         continue;
@@ -104,11 +152,16 @@ export class WatchCursor {
     }
   }
 
-  /** Starts over at `revision` (after a compaction was handled by re-reading). */
-  reset(revision: number): void {
+  /** Starts over at `revision` (after a compaction or a rewound server was handled by re-reading). */
+  reset(revision: number, from?: ServerMark): void {
     this.drop();
     this.ready.length = 0;
+    this.suspect = undefined;
     this.nextRevision = revision;
+    if (from) {
+      if (known(from.clusterId) !== '') this.clusterId = from.clusterId;
+      if (from.raftTerm > 0) this.raftTerm = from.raftTerm;
+    }
   }
 
   close(): void {
@@ -122,7 +175,81 @@ export class WatchCursor {
 
   private readonly onAbort = () => this.close();
 
+  /**
+   * Every response header (the `created` one on each (re)connect above all)
+   * is checked against the cursor: another cluster id, or a revision below
+   * the last one handed out, means the server's history was replaced.
+   */
+  private check(mark: ServerMark): Rewound | undefined {
+    const clusterId = known(mark.clusterId);
+    if (clusterId !== '') {
+      if (this.clusterId === '') this.clusterId = clusterId;
+      else if (clusterId !== this.clusterId) {
+        return this.rewound(mark, `the cluster id changed from ${this.clusterId} to ${clusterId}`);
+      }
+    }
+    // The server has served revision nextRevision - 1 to this watch (or its read): it can never be
+    // below it, nor can the raft term go down. A member that lags behind the leader can say so for a
+    // moment, so it is confirmed with a linearizable read before acting on it.
+    if (
+      (mark.revision > 0 && mark.revision < this.nextRevision - 1) ||
+      (mark.raftTerm > 0 && mark.raftTerm < this.raftTerm)
+    ) {
+      this.suspect = mark;
+    } else if (mark.raftTerm > this.raftTerm) {
+      this.raftTerm = mark.raftTerm;
+    }
+    return undefined;
+  }
+
+  private rewound(mark: ServerMark, why: string): Rewound {
+    this.drop();
+    this.ready.length = 0;
+    this.suspect = undefined;
+    return { type: 'rewound', serverRevision: mark.revision, why };
+  }
+
+  /** A linearizable read: is the cluster's revision really below the cursor (or another cluster's)? */
+  private async confirmRewound(suspect: ServerMark): Promise<Rewound | undefined> {
+    let mark: ServerMark;
+    try {
+      const response = await this.bounded(
+        this.host.client.kv.range({ key: this.target.key, count_only: true }),
+      );
+      mark = markOf(response.header);
+    } catch (error) {
+      if (this.signal.aborted || this.closed) throw abortError(this.signal);
+      this.drop();
+      await this.recover(error);
+      return undefined;
+    }
+    this.suspect = undefined;
+    const clusterId = known(mark.clusterId);
+    if (clusterId !== '' && this.clusterId !== '' && clusterId !== this.clusterId) {
+      return this.rewound(mark, `the cluster id changed from ${this.clusterId} to ${clusterId}`);
+    }
+    if (mark.revision < this.nextRevision - 1) {
+      return this.rewound(
+        mark,
+        `the server is at revision ${mark.revision}, this watch had seen ${this.nextRevision - 1} (a watch header said ${suspect.revision})`,
+      );
+    }
+    if (mark.raftTerm > 0 && mark.raftTerm < this.raftTerm) {
+      return this.rewound(mark, `the raft term went down from ${this.raftTerm} to ${mark.raftTerm}`);
+    }
+    if (mark.raftTerm > this.raftTerm) this.raftTerm = mark.raftTerm;
+    return undefined;
+  }
+
   private handle(response: IWatchResponse): WatchItem | undefined {
+    const rewound = this.check(markOf(response.header));
+    if (rewound) return rewound;
+    if (this.suspect) {
+      // Hold the events back until the read says whether they belong to this history.
+      this.drop();
+      this.ready.length = 0;
+      return undefined;
+    }
     if (response.canceled) {
       const compactRevision = num(response.compact_revision);
       this.drop();
@@ -244,6 +371,11 @@ export class WatchCursor {
     this.inbox.length = 0;
     if (stream) closeStream(stream);
   }
+}
+
+/** A cluster id, or '' when the header did not carry one. */
+function known(clusterId: string | undefined): string {
+  return clusterId === undefined || clusterId === '0' ? '' : clusterId;
 }
 
 function isStream(value: unknown): value is IDuplexStream<unknown, unknown> {

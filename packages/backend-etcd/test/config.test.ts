@@ -54,6 +54,10 @@ describe('etcd URLs and options', () => {
       { token: 't', username: 'u', password: 'p' },
       { endpoints: ['no-port'] },
       { endpoints: ['http://a:1', 'https://b:2'] },
+      { endpoints: ['127.0.0.1:99999'] },
+      { endpoints: ['127.0.0.1:65536'] },
+      { endpoints: ['127.0.0.1:0'] },
+      { endpoints: ['http://127.0.0.1:2379', '[::1]:70000'] },
       { tls: { ca: 'x', cert: 'only a cert' } },
       { tls: { colour: 'blue' } },
       { caFile: '/does/not/exist.pem' },
@@ -69,6 +73,10 @@ describe('etcd URLs and options', () => {
       InvalidArgumentError.isInstance,
     );
     await expect(openEtcd('redis://127.0.0.1:1')).rejects.toSatisfy(InvalidArgumentError.isInstance);
+    // A port out of range is a bad URL, not an unreachable server.
+    for (const url of ['etcd://127.0.0.1:99999/x', 'etcd://127.0.0.1:2379,127.0.0.1:65536/x']) {
+      await expect(createStore(url), url).rejects.toSatisfy(InvalidArgumentError.isInstance);
+    }
   });
 
   it('a dead cluster is UnavailableError, quickly', async () => {

@@ -1,4 +1,6 @@
+import { spawn } from 'node:child_process';
 import { readFileSync } from 'node:fs';
+import { fileURLToPath } from 'node:url';
 import { LockLostError } from '@kv/core';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import type { EtcdStore } from '../src/index.js';
@@ -142,6 +144,144 @@ describe.skipIf(etcd.skip !== false)('etcd locks: the concurrency recipe', () =>
     }
     expect(await waiters(a, 'abort')).toHaveLength(1);
     await holder.unlock();
+  });
+});
+
+const waiterProcess = fileURLToPath(new URL('./fixtures/waiter.mjs', import.meta.url));
+
+/** A contender in another process, queued for `key`; resolves once it has started waiting. */
+async function queueInChild(store: EtcdStore, key: string, ttl: number) {
+  const child = spawn(
+    process.execPath,
+    [waiterProcess, etcd.endpoints[0] as string, store.prefix, key, String(ttl)],
+    {
+      stdio: ['ignore', 'pipe', 'pipe'],
+    },
+  );
+  let stderr = '';
+  child.stderr.on('data', (chunk) => {
+    stderr += chunk;
+  });
+  const exited = new Promise<void>((resolve) => child.on('exit', () => resolve()));
+  await within(
+    new Promise<void>((resolve, reject) => {
+      child.stdout.on('data', (chunk: Buffer) => {
+        if (chunk.toString().includes('"waiting"')) resolve();
+      });
+      child.on('exit', () => reject(new Error(`the waiter process exited: ${stderr}`)));
+    }),
+    15_000,
+    'the waiter process starting',
+  );
+  return { child, exited };
+}
+
+async function untilWaiters(store: EtcdStore, key: string, count: number): Promise<void> {
+  const end = performance.now() + 15_000;
+  while ((await waiters(store, key)).length < count) {
+    if (performance.now() > end) throw new Error(`${count} waiters on ${key}: not within 15 s`);
+    await new Promise((resolve) => setTimeout(resolve, 5));
+  }
+}
+
+describe.skipIf(etcd.skip !== false)('etcd locks: a waiter that dies in the queue', () => {
+  let a: EtcdStore;
+  let b: EtcdStore;
+  const killed: { kill(signal: NodeJS.Signals): boolean }[] = [];
+  beforeAll(async () => {
+    a = await openTestStore(etcd.endpoints, 'dead-waiter');
+    b = await openTestStore(etcd.endpoints, 'dead-waiter-b', { prefix: a.prefix } as Record<string, unknown>);
+  });
+  afterAll(async () => {
+    for (const child of killed) child.kill('SIGKILL');
+    await Promise.allSettled([a?.close(), b?.close()]);
+  });
+
+  it('does not hold up the hand-over: a live waiter behind it holds within 2 s of unlock()', async () => {
+    const ttl = 8_000;
+    const holder = a.newLock('queue', { ttl });
+    const first = await holder.lock();
+    const dead = await queueInChild(a, 'queue', ttl);
+    killed.push(dead.child);
+    await untilWaiters(a, 'queue', 2);
+    const live = b.newLock('queue', { ttl });
+    const waiting = live.lock({ signal: AbortSignal.timeout(20_000) });
+    await untilWaiters(a, 'queue', 3);
+    dead.child.kill('SIGKILL');
+    await dead.exited;
+    const unlockedAt = performance.now();
+    await holder.unlock();
+    const lease = await waiting;
+    const handover = performance.now() - unlockedAt;
+    console.info(
+      `etcd hand-over past a dead waiter (ttl ${ttl} ms): ${handover.toFixed(0)} ms after unlock()`,
+    );
+    expect(handover).toBeLessThan(2_000);
+    expect(lease.fencingToken).toBeGreaterThan(first.fencingToken);
+    expect(await waiters(a, 'queue')).toHaveLength(1);
+    await live.unlock();
+  });
+
+  it('live waiters keep their place (and their order) while the holder holds for longer than a queue lease', async () => {
+    const holder = a.newLock('live', { ttl: 5_000 });
+    const first = await holder.lock();
+    const order: string[] = [];
+    const lock1 = b.newLock('live', { ttl: 5_000 });
+    const wait1 = lock1.lock().then((lease) => {
+      order.push('1');
+      return lease;
+    });
+    await untilWaiters(a, 'live', 2);
+    const lock2 = a.newLock('live', { ttl: 5_000 });
+    const wait2 = lock2.lock().then((lease) => {
+      order.push('2');
+      return lease;
+    });
+    await untilWaiters(a, 'live', 3);
+    const revisions = async () =>
+      (await waiters(a, 'live')).map((w) => w.createRevision).sort((x, y) => x - y);
+    const queued = await revisions();
+    // Longer than the 2 s queue leases and the 1 s the dead-waiter probe allows.
+    await new Promise((resolve) => setTimeout(resolve, 3_500));
+    expect(await revisions()).toEqual(queued);
+    expect(await b.newLock('live', { ttl: 5_000 }).tryLock()).toBeNull();
+    await holder.unlock();
+    const lease1 = await within(wait1, 5_000, 'the first waiter taking the lock');
+    expect(order).toEqual(['1']);
+    await lock1.unlock();
+    const lease2 = await within(wait2, 5_000, 'the second waiter taking the lock');
+    expect(order).toEqual(['1', '2']);
+    expect(lease1.fencingToken).toBe(queued[1]);
+    expect(lease2.fencingToken).toBe(queued[2]);
+    expect(lease1.fencingToken).toBeGreaterThan(first.fencingToken);
+    await lock2.unlock();
+  });
+
+  it('tryLock() on a lock that is free but for a dead waiter succeeds promptly', async () => {
+    const ttl = 8_000;
+    const holder = a.newLock('try', { ttl });
+    const first = await holder.lock();
+    const dead = await queueInChild(a, 'try', ttl);
+    killed.push(dead.child);
+    await untilWaiters(a, 'try', 2);
+    dead.child.kill('SIGKILL');
+    await dead.exited;
+    await holder.unlock();
+    const freedAt = performance.now();
+    const lock = b.newLock('try', { ttl });
+    let lease = await lock.tryLock();
+    while (lease === null && performance.now() - freedAt < 15_000) {
+      await new Promise((resolve) => setTimeout(resolve, 20));
+      lease = await lock.tryLock();
+    }
+    const after = performance.now() - freedAt;
+    console.info(
+      `etcd tryLock() past a dead waiter (ttl ${ttl} ms): held ${after.toFixed(0)} ms after unlock()`,
+    );
+    expect(lease).not.toBeNull();
+    expect(after).toBeLessThan(2_000);
+    expect(lease?.fencingToken).toBeGreaterThan(first.fencingToken);
+    await lock.unlock();
   });
 });
 

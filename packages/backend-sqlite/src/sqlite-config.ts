@@ -10,6 +10,8 @@ export interface SqliteOptions {
   busyTimeout?: number;
   /** How many change-log entries to keep for watchers (older ones are trimmed; a watcher that lags further re-reads). Default 10 000. */
   changeLogSize?: number;
+  /** Bytes (keys and values) the change log may hold; the oldest entries are trimmed past it. Default 64 MiB. */
+  changeLogBytes?: number;
 }
 
 declare module '@kv/core' {
@@ -18,7 +20,13 @@ declare module '@kv/core' {
   }
 }
 
-export const SQLITE_OPTIONS = ['path', 'pollInterval', 'busyTimeout', 'changeLogSize'] as const;
+export const SQLITE_OPTIONS = [
+  'path',
+  'pollInterval',
+  'busyTimeout',
+  'changeLogSize',
+  'changeLogBytes',
+] as const;
 
 /**
  * `sqlite:./data/kv.db?prefix=app`, `sqlite:/abs/kv.db`, `sqlite:///abs/kv.db`,

@@ -67,7 +67,24 @@ CREATE TABLE IF NOT EXISTS lock_waiters (
   expires_at INTEGER NOT NULL
 );
 CREATE INDEX IF NOT EXISTS lock_waiters_key ON lock_waiters (key, id);
+CREATE TABLE IF NOT EXISTS log_meta (
+  name  TEXT PRIMARY KEY,
+  value INTEGER NOT NULL
+) WITHOUT ROWID;
 `;
+
+/**
+ * ms a lock waiter's place in the queue lives without a refresh: a waiter
+ * refreshes it every third of this while it waits, so a waiter that died
+ * leaves the queue within this, whatever the lock's ttl.
+ */
+export const WAITER_HEARTBEAT = 1_500;
+
+/** Bytes a change-log row is counted as: key and value bytes plus a row's overhead. */
+const LOG_ROW_OVERHEAD = 16;
+const LOG_ROW_SIZE = `length(CAST(key AS BLOB)) + COALESCE(length(value), 0) + ${LOG_ROW_OVERHEAD}`;
+const logRowSize = (key: string, value: Uint8Array | null) =>
+  Buffer.byteLength(key) + (value?.byteLength ?? 0) + LOG_ROW_OVERHEAD;
 
 interface Row {
   key: string;
@@ -113,6 +130,7 @@ export class SqliteStore extends BaseStore {
   private readonly notifier: Notifier;
   private readonly pollInterval: number;
   private readonly changeLogSize: number;
+  private readonly changeLogBytes: number;
   private readonly fileKey: string | undefined;
   private readonly keepAlive = new Map<string, number>();
   private keepAliveTimer: NodeJS.Timeout | undefined;
@@ -120,8 +138,9 @@ export class SqliteStore extends BaseStore {
   private pollTimer: NodeJS.Timeout | undefined;
   private sweepTimer: NodeJS.Timeout | undefined;
   private dataVersion = 0;
-  private writes = 0;
   private logged = false;
+  /** Bytes logged by the write transaction that runs now. */
+  private loggedBytes = 0;
   private readonly stmt: ReturnType<SqliteStore['prepare']>;
 
   static async open(config: ResolvedConfig & SqliteOptions): Promise<SqliteStore> {
@@ -151,6 +170,7 @@ export class SqliteStore extends BaseStore {
     this.path = path;
     this.pollInterval = positiveInt(config.pollInterval, 'pollInterval', 25);
     this.changeLogSize = positiveInt(config.changeLogSize, 'changeLogSize', 10_000);
+    this.changeLogBytes = positiveInt(config.changeLogBytes, 'changeLogBytes', 64 * 1024 * 1024, 2 ** 48);
     const busyTimeout = positiveInt(config.busyTimeout, 'busyTimeout', config.requestTimeout);
     try {
       this.db = new Database(path, { timeout: busyTimeout });
@@ -162,6 +182,11 @@ export class SqliteStore extends BaseStore {
       throw this.mapSqliteError(error, `open ${path}`);
     }
     this.stmt = this.prepare();
+    try {
+      this.startLog();
+    } catch {
+      // Busy or read-only: the next write trims it.
+    }
     this.notifier = new Notifier((active) => this.setPolling(active));
     if (path !== ':memory:' && !path.startsWith('file::memory:')) {
       this.fileKey = resolve(path);
@@ -215,7 +240,22 @@ export class SqliteStore extends BaseStore {
       changesInRange: db.prepare<{ after: number; lo: string; hi: string | Buffer }, ChangeRow>(
         'SELECT seq, key, value FROM changes WHERE seq > @after AND key >= @lo AND key < @hi ORDER BY seq',
       ),
-      trim: db.prepare<{ below: number }>('DELETE FROM changes WHERE seq < @below'),
+      trimRows: db.prepare<{ upTo: number }, { size: number }>(
+        `DELETE FROM changes WHERE seq <= @upTo RETURNING ${LOG_ROW_SIZE} AS size`,
+      ),
+      /** The first sequence by which the oldest rows add up to `excess` bytes (scans only those rows). */
+      trimCutoff: db.prepare<{ excess: number }, { seq: number }>(
+        `SELECT seq FROM (SELECT seq, SUM(${LOG_ROW_SIZE}) OVER (ORDER BY seq) AS running FROM changes)
+         WHERE running >= @excess LIMIT 1`,
+      ),
+      logBytes: db.prepare<[], { value: number }>("SELECT value FROM log_meta WHERE name = 'bytes'"),
+      countLogBytes: db.prepare<[], { size: number | null }>(
+        `SELECT SUM(${LOG_ROW_SIZE}) AS size FROM changes`,
+      ),
+      addLogBytes: db.prepare<{ delta: number }, { value: number }>(
+        `INSERT INTO log_meta (name, value) VALUES ('bytes', MAX(0, @delta))
+         ON CONFLICT (name) DO UPDATE SET value = MAX(0, value + @delta) RETURNING value`,
+      ),
       touch: db.prepare<{ key: string; owner: string; expires: number; now: number }>(
         `UPDATE kv SET expires_at = @expires WHERE key = @key AND owner = @owner AND ${live}`,
       ),
@@ -266,11 +306,14 @@ export class SqliteStore extends BaseStore {
    */
   private write<T>(fn: (now: number) => T): T {
     this.logged = false;
+    this.loggedBytes = 0;
     const result = this.db
       .transaction(() => {
         const now = Date.now();
         for (const { key } of this.stmt.purge.all({ now })) this.logChange(key, null);
-        return fn(now);
+        const out = fn(now);
+        if (this.logged) this.trimLog(this.loggedBytes);
+        return out;
       })
       .immediate();
     if (this.logged) this.afterCommit();
@@ -280,8 +323,44 @@ export class SqliteStore extends BaseStore {
   private logChange(key: string, value: Buffer | null): number {
     const seq = Number(this.stmt.log.run({ key, value }).lastInsertRowid);
     this.logged = true;
-    if (++this.writes % 500 === 0) this.stmt.trim.run({ below: seq - this.changeLogSize });
+    this.loggedBytes += logRowSize(key, value);
     return seq;
+  }
+
+  /**
+   * Keeps the change log within `changeLogSize` rows and `changeLogBytes`
+   * bytes, whichever is smaller, by the database's own sequence: run in every
+   * write transaction of every store, so the bound holds however short-lived
+   * the stores are. The oldest rows go first and the newest row always stays,
+   * so a watcher can tell it fell behind (the oldest row is past the one it
+   * needs) and re-reads. Deleting below a sequence is an index range.
+   */
+  private trimLog(added: number): void {
+    const newest = this.stmt.maxSeq.get()?.seq ?? 0;
+    let trimmed = 0;
+    for (const { size } of this.stmt.trimRows.all({ upTo: newest - this.changeLogSize })) trimmed += size;
+    const bytes = this.stmt.addLogBytes.get({ delta: added - trimmed })?.value ?? 0;
+    if (bytes <= this.changeLogBytes) return;
+    const cutoff = this.stmt.trimCutoff.get({ excess: bytes - this.changeLogBytes })?.seq ?? newest;
+    let freed = 0;
+    for (const { size } of this.stmt.trimRows.all({ upTo: Math.min(cutoff, newest - 1) })) freed += size;
+    if (freed > 0) this.stmt.addLogBytes.get({ delta: -freed });
+  }
+
+  /** On open: counts the log's bytes if no store did yet (a database of an older version), and trims it. */
+  private startLog(): void {
+    const bytes = this.stmt.logBytes.get()?.value;
+    const span = (this.stmt.maxSeq.get()?.seq ?? 0) - (this.stmt.minSeq.get()?.seq ?? 0);
+    // Nothing to do (the usual case): no write, so opening a store stays a read.
+    if (bytes !== undefined && bytes <= this.changeLogBytes && span < this.changeLogSize) return;
+    this.db
+      .transaction(() => {
+        if (!this.stmt.logBytes.get()) {
+          this.stmt.addLogBytes.get({ delta: this.stmt.countLogBytes.get()?.size ?? 0 });
+        }
+        this.trimLog(0);
+      })
+      .immediate();
   }
 
   private putRow(key: string, value: Uint8Array, expires: number | null, owner: string | null): Row {
@@ -317,9 +396,9 @@ export class SqliteStore extends BaseStore {
     if (this.keepAlive.size === 0 || this.closed) return;
     const interval = Math.max(10, Math.floor(Math.min(...this.keepAlive.values()) / 3));
     // Re-arm only for a key that needs an earlier renewal: constant puts must not postpone renewals.
-    if (this.keepAliveTimer && this.keepAliveDue <= Date.now() + interval) return;
+    if (this.keepAliveTimer && this.keepAliveDue <= performance.now() + interval) return;
     clearTimeout(this.keepAliveTimer);
-    this.keepAliveDue = Date.now() + interval;
+    this.keepAliveDue = performance.now() + interval;
     this.keepAliveTimer = setTimeout(() => {
       this.keepAliveTimer = undefined;
       this.renewKeepAlive();
@@ -539,20 +618,28 @@ export class SqliteStore extends BaseStore {
 
   /**
    * Waiters queue in `lock_waiters`, first come first served, so a process
-   * that unlocks and locks again at once cannot starve the others. A waiter
-   * refreshes its row every ttl/3; the row of a waiter that died expires
-   * within its ttl and the queue moves on.
+   * that unlocks and locks again at once cannot starve the others. A waiter's
+   * row lives on a heartbeat of its own (`WAITER_HEARTBEAT`, or the ttl if
+   * shorter), refreshed every third of it while the waiter waits: the row of
+   * a waiter that died expires within the heartbeat and the queue moves on,
+   * and `tryLock()` finds the lock free. A live waiter that missed its
+   * heartbeat (a stalled process) queues again at the back. The queue only
+   * orders contenders: who holds is decided by the lock row, in one
+   * transaction.
    */
   protected override async _acquireLock(key: string, request: AcquireRequest): Promise<AcquiredLock | null> {
     const holder = randomUUID();
     const { value, ttl, signal } = request;
+    const heartbeat = Math.min(ttl, WAITER_HEARTBEAT);
     const release = request.wait ? this.notifier.hold() : () => {};
     let queued = false;
     try {
       for (;;) {
         if (signal.aborted) throw abortError(signal);
         const seen = this.notifier.generation;
-        const outcome = this.write<{ heldUntil: number } | { token: number; sentAt: number }>((now) => {
+        // Monotonic, taken before the write that may win: the loss deadline counts from here.
+        const sentAt = performance.now();
+        const outcome = this.write<{ heldUntil: number } | { token: number }>((now) => {
           this.stmt.purgeWaiters.run({ key, now });
           const row = this.stmt.lockRow.get({ key });
           const first = this.stmt.firstWaiter.get({ key, now });
@@ -564,9 +651,11 @@ export class SqliteStore extends BaseStore {
                 : undefined;
           if (busyUntil !== undefined) {
             if (request.wait) {
-              const expires = now + ttl;
-              if (queued) this.stmt.touchWaiter.run({ key, holder, expires });
-              else this.stmt.addWaiter.run({ key, holder, expires });
+              const expires = now + heartbeat;
+              // A place that expired (this process stalled past its heartbeat) is taken anew, at the back.
+              if (!queued || this.stmt.touchWaiter.run({ key, holder, expires }).changes === 0) {
+                this.stmt.addWaiter.run({ key, holder, expires });
+              }
               queued = true;
             }
             return { heldUntil: busyUntil };
@@ -576,15 +665,15 @@ export class SqliteStore extends BaseStore {
           this.putRow(key, value, now + ttl, null);
           if (queued) this.stmt.removeWaiter.run({ key, holder });
           queued = false;
-          return { token, sentAt: now };
+          return { token };
         });
-        if ('token' in outcome) return this.lockHandle(key, holder, ttl, outcome.token, outcome.sentAt);
+        if ('token' in outcome) return this.lockHandle(key, holder, ttl, outcome.token, sentAt);
         if (!request.wait) return null;
-        // Wake on any change, at the holder's expiry, or in time to refresh our place in the queue.
+        // Wake on any change, at the holder's (or a dead waiter's) expiry, or in time to refresh our place.
         await this.notifier.wait(
           seen,
           signal,
-          Math.min(outcome.heldUntil - Date.now() + 1, Math.floor(ttl / 3)),
+          Math.min(outcome.heldUntil - Date.now() + 1, Math.floor(heartbeat / 3)),
         );
       }
     } finally {

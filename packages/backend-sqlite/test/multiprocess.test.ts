@@ -144,4 +144,72 @@ describe('sqlite: two real processes on one file', () => {
     expect(lease.fencingToken).toBeGreaterThan(held.token as number);
     await lock.unlock();
   });
+
+  /** Waiter rows of a lock key (the store's own connection; prefix `mp`). */
+  const queued = (key: string) =>
+    (
+      (store as unknown as { db: import('better-sqlite3').Database }).db
+        .prepare('SELECT COUNT(*) AS n FROM lock_waiters WHERE key = ?')
+        .get(`mp/${key}`) as { n: number }
+    ).n;
+  const until = async (what: string, check: () => boolean) => {
+    const end = performance.now() + 10_000;
+    while (!check()) {
+      if (performance.now() > end) throw new Error(`${what}: not within 10 s`);
+      await new Promise((resolve) => setTimeout(resolve, 5));
+    }
+  };
+
+  it('a waiter killed in the queue does not hold up the hand-over: a live waiter behind it holds within 2 s of unlock()', async () => {
+    const ttl = 8_000;
+    const holder = store.newLock('locks/queue', { ttl });
+    const first = await holder.lock();
+    const dead = start('wait', path, 'locks/queue', String(ttl));
+    children.push(dead.child);
+    expect((await dead.next()).waiting).toBe(true);
+    await until('the doomed waiter queued', () => queued('locks/queue') === 1);
+    const other = await createStore({ backend: 'sqlite', path, prefix: 'mp' });
+    try {
+      const live = other.newLock('locks/queue', { ttl });
+      const waiting = live.lock({ signal: AbortSignal.timeout(20_000) });
+      await until('the live waiter queued behind it', () => queued('locks/queue') === 2);
+      dead.child.kill('SIGKILL');
+      await dead.exited;
+      const unlockedAt = performance.now();
+      await holder.unlock();
+      const lease = await waiting;
+      const handover = performance.now() - unlockedAt;
+      console.info(`hand-over past a dead waiter (ttl ${ttl} ms): ${handover.toFixed(0)} ms after unlock()`);
+      expect(handover).toBeLessThan(2_000);
+      expect(lease.fencingToken).toBeGreaterThan(first.fencingToken);
+      await live.unlock();
+    } finally {
+      await other.close();
+    }
+  });
+
+  it('tryLock() on a lock that is free but for a dead waiter succeeds promptly', async () => {
+    const ttl = 8_000;
+    const holder = store.newLock('locks/try', { ttl });
+    await holder.lock();
+    const dead = start('wait', path, 'locks/try', String(ttl));
+    children.push(dead.child);
+    expect((await dead.next()).waiting).toBe(true);
+    await until('the doomed waiter queued', () => queued('locks/try') === 1);
+    dead.child.kill('SIGKILL');
+    await dead.exited;
+    await holder.unlock();
+    const freedAt = performance.now();
+    const lock = store.newLock('locks/try', { ttl });
+    let lease = await lock.tryLock();
+    while (lease === null && performance.now() - freedAt < 15_000) {
+      await new Promise((resolve) => setTimeout(resolve, 20));
+      lease = await lock.tryLock();
+    }
+    const after = performance.now() - freedAt;
+    console.info(`tryLock() past a dead waiter (ttl ${ttl} ms): held ${after.toFixed(0)} ms after unlock()`);
+    expect(lease).not.toBeNull();
+    expect(after).toBeLessThan(2_000);
+    await lock.unlock();
+  });
 });
