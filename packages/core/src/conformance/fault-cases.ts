@@ -206,6 +206,123 @@ export function linearizabilityCase(define: Define): void {
   );
 }
 
+/**
+ * Workers take turns on one lock and write to a fenced resource (it refuses a
+ * token lower than the highest it has seen) while a nemesis partitions one
+ * worker at a time for longer than the lock can survive. Every hold is
+ * recorded from its grant to its end (`lost` aborted or `unlock()`), all on
+ * one monotonic clock: holds never overlap, tokens grow in grant order, and
+ * the resource never refuses a holder that had not lost its lock.
+ */
+export function fencedLockCase(define: Define): void {
+  define(
+    'locks under partitions: holds never overlap, tokens grow, a fenced resource never refuses a live holder',
+    {
+      rows: ['fencedLocks', 'lock'],
+      requires: 'lock',
+      timeout: () => 120_000,
+    },
+    async (t) => {
+      const hooks = t.settings.faults;
+      const cuts: PartitionableStore[] = [];
+      const stores: Store[] = [];
+      try {
+        for (let w = 0; w < FENCED_WORKERS; w++) {
+          if (hooks?.openPartitionable) {
+            const cut = await hooks.openPartitionable(`${t.prefix}/fenced`);
+            cuts.push(cut);
+            stores.push(cut.store);
+          } else {
+            stores.push(await t.open('fenced'));
+          }
+        }
+        const ttl = Math.max(t.caps.minTtl, 2_000);
+        const until = performance.now() + FENCED_RUN_MS * t.settings.timeScale;
+        const holds: { worker: number; token: number; start: number; end: number }[] = [];
+        const refusedLive: string[] = [];
+        let highest = 0;
+        let writes = 0;
+        const resource = (token: number, live: boolean, worker: number) => {
+          if (token < highest) {
+            if (live) refusedLive.push(`worker ${worker} with token ${token} < ${highest} while holding`);
+            return false;
+          }
+          highest = token;
+          writes++;
+          return true;
+        };
+        let faults = 0;
+        let holder: number | undefined;
+        const nemesis = (async () => {
+          if (cuts.length === 0) return;
+          for (let i = 0; performance.now() < until - 3_000; i++) {
+            await sleep(400);
+            // Cut the holder when there is one: that is where two holders would come from.
+            const cut = cuts[holder ?? i % cuts.length] as PartitionableStore;
+            await cut.partition();
+            faults++;
+            await sleep(ttl + 500); // past the lock's ttl: the cut holder must lose it
+            await cut.heal();
+          }
+        })();
+        await Promise.all(
+          stores.map(async (store, worker) => {
+            const lock = store.newLock('fenced/lock', { value: `w${worker}`, ttl });
+            while (performance.now() < until) {
+              let lease: LockLease;
+              try {
+                const left = Math.ceil(Math.max(1, until - performance.now()));
+                lease = await lock.lock({ signal: AbortSignal.timeout(left) });
+              } catch {
+                await sleep(50); // cut off or out of time: the loop decides
+                continue;
+              }
+              const start = performance.now();
+              holder = worker;
+              let end = Number.POSITIVE_INFINITY;
+              lease.lost.addEventListener('abort', () => {
+                end = Math.min(end, performance.now());
+              });
+              for (let k = 0; k < 4 && !lease.lost.aborted; k++) {
+                resource(lease.fencingToken, !lease.lost.aborted, worker);
+                await sleep(40);
+              }
+              await lock.unlock().catch(() => {});
+              end = Math.min(end, performance.now());
+              holds.push({ worker, token: lease.fencingToken, start, end });
+            }
+          }),
+        );
+        await nemesis;
+        holds.sort((a, b) => a.start - b.start);
+        for (let i = 1; i < holds.length; i++) {
+          const prev = holds[i - 1] as (typeof holds)[number];
+          const next = holds[i] as (typeof holds)[number];
+          expect(
+            next.start,
+            `two holders: worker ${next.worker} (token ${next.token}) got the lock while worker ${prev.worker} (token ${prev.token}) still held it`,
+          ).toBeGreaterThanOrEqual(prev.end);
+          expect(next.token, 'fencing tokens grow in grant order').toBeGreaterThan(prev.token);
+        }
+        expect(refusedLive).toEqual([]);
+        expect(
+          holds.length,
+          `holds: ${holds.length}, writes: ${writes}, partitions: ${faults}`,
+        ).toBeGreaterThan(3);
+        if (process.env.KV_CONFORMANCE_VERBOSE) {
+          console.info(`fenced locks: ${holds.length} holds, ${writes} fenced writes, ${faults} partitions`);
+        }
+      } finally {
+        await Promise.allSettled(cuts.map((c) => c.heal()));
+        if (hooks) await Promise.allSettled(cuts.map((c) => c.store.close()));
+      }
+    },
+  );
+}
+
+const FENCED_WORKERS = 3;
+const FENCED_RUN_MS = 10_000;
+
 const LIN_KEYS = ['a', 'b', 'c'];
 
 async function runClient(store: Store, client: number, until: number, history: KVOperation[]): Promise<void> {

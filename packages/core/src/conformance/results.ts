@@ -26,6 +26,7 @@ export const ROWS = [
   { id: 'partition', call: 'Fault: one client partitioned' },
   { id: 'restart', call: 'Fault: server restarted' },
   { id: 'linearizable', call: 'Linearizable (checked history)' },
+  { id: 'fencedLocks', call: 'Locks under faults (fenced)' },
 ] as const satisfies readonly { id: string; call: string; capability?: CapabilityName }[];
 
 export type RowId = (typeof ROWS)[number]['id'];
