@@ -13,6 +13,7 @@ import { afterAll, beforeAll, describe, it } from 'vitest';
 import type { Capabilities, Store } from '../index.js';
 import { casCases } from './cas-cases.js';
 import { faultCases, fencedLockCase, linearizabilityCase } from './fault-cases.js';
+import { fuzzCases } from './fuzz-cases.js';
 import type { CapabilityName, CaseBody, CaseSpec, Define, FaultHooks, Settings } from './harness.js';
 import { TestEnv } from './harness.js';
 import { kvCases } from './kv-cases.js';
@@ -212,6 +213,7 @@ export function describeConformance(options: ConformanceOptions): void {
     describe('faults: partitions and restarts', () => faultCases(define));
     describe('linearizability', () => linearizabilityCase(define));
     describe('locks under faults', () => fencedLockCase(define));
+    describe('fuzzed input', () => fuzzCases(define));
   });
 }
 

@@ -27,6 +27,7 @@ export const ROWS = [
   { id: 'restart', call: 'Fault: server restarted' },
   { id: 'linearizable', call: 'Linearizable (checked history)' },
   { id: 'fencedLocks', call: 'Locks under faults (fenced)' },
+  { id: 'fuzz', call: 'Fuzzed keys, values, options, URLs' },
 ] as const satisfies readonly { id: string; call: string; capability?: CapabilityName }[];
 
 export type RowId = (typeof ROWS)[number]['id'];
