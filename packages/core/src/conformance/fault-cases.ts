@@ -220,6 +220,8 @@ export function fencedLockCase(define: Define): void {
     {
       rows: ['fencedLocks', 'lock'],
       requires: 'lock',
+      // Without partitions this would be the plain lock test again: it needs a link to cut.
+      needsFault: 'openPartitionable',
       timeout: () => 120_000,
     },
     async (t) => {
