@@ -1,5 +1,7 @@
 // Prints throughput and latency of the common calls on one store.
 //   node scripts/bench.mjs [url] [n]
+// The last figure, "watchTree lag", watches a 20k-key directory through a
+// 6000-write burst (KV_BENCH_TREE_KEYS, KV_BENCH_TREE_WRITES to change them).
 // Default: a throwaway SQLite file. For a network backend run it from that
 // backend's package so @kv/backend-<name> resolves, e.g.
 //   (cd packages/backend-redis && node ../../scripts/bench.mjs redis://127.0.0.1:6379/bench)
@@ -54,6 +56,57 @@ await time('lock + unlock', Math.min(n, 500), async () => {
     await iterator.next();
   });
   await iterator.return();
+}
+
+// watchTree lag: a big directory watched from another store, a burst of writes;
+// how far behind the last write the watcher's last yielded listing is.
+{
+  const size = Number(process.env.KV_BENCH_TREE_KEYS ?? 20_000);
+  const burst = Number(process.env.KV_BENCH_TREE_WRITES ?? 6_000);
+  const giveUp = Number(process.env.KV_BENCH_TREE_GIVE_UP_S ?? 180) * 1000;
+  for (let i = 0; i < size; i += 500) {
+    await Promise.all(
+      Array.from({ length: Math.min(500, size - i) }, (_, j) => store.put(`lag/k${i + j}`, value)),
+    );
+  }
+  const controller = new AbortController();
+  const keyOf = (i) => `lag/k${(i * 7919) % size}`;
+  // The last write of the burst is unique: the watcher is caught up when it yields it.
+  const lastKey = keyOf(burst - 1);
+  const lastValue = `burst-${burst - 1}`;
+  let first;
+  const ready = new Promise((resolve) => {
+    first = resolve;
+  });
+  const seen = (async () => {
+    const decoder = new TextDecoder();
+    for await (const { pairs, changes } of other.watchTree('lag', { signal: controller.signal })) {
+      if (pairs.length >= size) first();
+      for (const change of changes) {
+        if (
+          change.type === 'put' &&
+          change.pair.key === lastKey &&
+          decoder.decode(change.pair.value) === lastValue
+        )
+          return performance.now();
+      }
+    }
+  })();
+  await ready;
+  const started = performance.now();
+  for (let i = 0; i < burst; i++) await store.put(keyOf(i), `burst-${i}`);
+  const lastWrite = performance.now();
+  const writes = (lastWrite - started) / 1000;
+  const timeout = new Promise((resolve) => setTimeout(() => resolve(undefined), giveUp).unref());
+  const at = await Promise.race([seen, timeout]);
+  controller.abort();
+  await seen.catch(() => {});
+  const lag =
+    at === undefined ? `> ${(giveUp / 1000).toFixed(0)}` : (Math.max(0, at - lastWrite) / 1000).toFixed(3);
+  console.log(
+    `${`watchTree lag (${size} keys)`.padEnd(28)} ${lag} s behind the last of ${burst} writes (burst took ${writes.toFixed(2)} s)`,
+  );
+  await store.deleteTree('lag');
 }
 
 const rss = process.memoryUsage().rss / 1024 / 1024;
