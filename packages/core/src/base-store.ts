@@ -1,6 +1,6 @@
 import { setMaxListeners } from 'node:events';
 import { MAX_TIMER_MS, runBounded } from './call.js';
-import { Channel } from './channel.js';
+import { Channel, type ChannelOptions } from './channel.js';
 import {
   abortError,
   ClosedError,
@@ -14,6 +14,7 @@ import {
 } from './errors.js';
 import { compareKeys, isBelow, joinKey, normalizeKey, stripPrefix, toBytes } from './keys.js';
 import { type AcquiredLock, type AcquireRequest, type LockHost, StoreLock } from './lock.js';
+import { type RawTreeUpdate, TreeState } from './tree-state.js';
 import type {
   CallOptions,
   Capabilities,
@@ -61,6 +62,14 @@ export function isHelperKey(fullKey: string): boolean {
 }
 
 export const DEFAULT_TIMEOUT = 5_000;
+/**
+ * A slow `watch()` consumer holds at most this many bytes of states (and at
+ * most 1024 states); past it, the oldest are merged away. The newest state
+ * is always kept, even a single one larger than this.
+ */
+export const WATCH_BUFFER_BYTES = 8 * 1024 * 1024;
+/** What a buffered watch state is counted as besides its value's bytes: key, pair object, queue slot. */
+const STATE_OVERHEAD = 64;
 export const DEFAULT_KEEPALIVE_TTL = 15_000;
 export const DEFAULT_LOCK_TTL = 15_000;
 
@@ -153,10 +162,24 @@ export abstract class BaseStore implements Store {
   /**
    * Yields full listings of `dir` (as `_list` returns them): the current one
    * first, then one after each change. The base class computes `changes`
-   * and skips listings that changed nothing.
+   * and skips listings that changed nothing. A backend that knows what each
+   * commit changed implements `_watchTreeChanges` instead: a full listing
+   * per commit costs O(n) per change on a big directory.
    */
   protected _watchTree(_dir: string, _signal: AbortSignal): AsyncIterable<RawPair[]> {
     throw new NotSupportedError(this.backend, 'watchTree');
+  }
+
+  /**
+   * The incremental form of `_watchTree`: yields a full listing of `dir`
+   * first (and again after a resync: it replaces everything), then the
+   * changes of each commit below `dir` (a batch is applied as one step, so
+   * a deleteTree never shows half done). Helper keys and keys not strictly
+   * below `dir` may be included: the base class filters them. By default it
+   * adapts `_watchTree`'s listings.
+   */
+  protected async *_watchTreeChanges(dir: string, signal: AbortSignal): AsyncIterable<RawTreeUpdate> {
+    for await (const pairs of this._watchTree(dir, signal)) yield { type: 'listing', pairs };
   }
 
   /** Acquires `key` (waiting if `request.wait`), or resolves `null` for a `tryLock` that found it held. */
@@ -263,6 +286,11 @@ export abstract class BaseStore implements Store {
             last = state;
             channel.push(state === null ? null : this.toPair(state));
           },
+          {
+            maxBytes: WATCH_BUFFER_BYTES,
+            weigh: (pair) =>
+              pair === null ? STATE_OVERHEAD : STATE_OVERHEAD + 2 * pair.key.length + pair.value.byteLength,
+          },
         );
       },
     };
@@ -272,27 +300,31 @@ export abstract class BaseStore implements Store {
     return {
       [Symbol.asyncIterator]: () => {
         let dir = '';
-        // Listings are merged while the consumer is busy; changes are computed against what it last saw.
-        const listings = this.pump<RawPair[], KVPair[]>(
+        // Updates are applied to the state as they arrive; the channel only says "something arrived".
+        const tree = new TreeState({
+          pair: (raw) => (isBelow(dir, raw.key) && !isHelperKey(raw.key) ? this.toPair(raw) : undefined),
+          key: (raw) => (isBelow(dir, raw) && !isHelperKey(raw) ? stripPrefix(this.prefix, raw) : undefined),
+        });
+        const updates = this.pump<RawTreeUpdate, true>(
           'watchTree',
           options,
           (signal) => {
             if (!this.capabilities.watchTree) throw new NotSupportedError(this.backend, 'watchTree');
             dir = this.fullDir(directory);
-            return this._watchTree(dir, signal);
+            return this._watchTreeChanges(dir, signal);
           },
-          (listing, channel) => channel.replace(this.toListing(dir, listing)),
+          (update, channel) => {
+            tree.apply(update);
+            channel.replace(true);
+          },
         );
-        let previous: KVPair[] | undefined;
+        // One listing per pull, from everything that arrived since the last one.
         const pull = async (): Promise<IteratorResult<TreeEvent>> => {
           for (;;) {
-            const result = await listings.next();
+            const result = await updates.next();
             if (result.done) return { value: undefined, done: true };
-            const pairs = result.value;
-            const changes = diffListings(previous ?? [], pairs);
-            if (previous !== undefined && changes.length === 0) continue;
-            previous = pairs;
-            return { value: { pairs, changes }, done: false };
+            const event = tree.take();
+            if (event) return { value: event, done: false };
           }
         };
         // A plain iterator, not an async generator: a generator would queue return() behind a pending next().
@@ -304,7 +336,7 @@ export abstract class BaseStore implements Store {
             return result;
           },
           return: async () => {
-            await listings.return();
+            await updates.return();
             return { value: undefined, done: true };
           },
           [Symbol.asyncIterator]: () => iterator,
@@ -467,9 +499,10 @@ export abstract class BaseStore implements Store {
     options: CallOptions | undefined,
     open: (signal: AbortSignal) => AsyncIterable<R>,
     deliver: (item: R, channel: Channel<T>) => void,
+    buffering: Omit<ChannelOptions<T>, 'onReturn'> = {},
   ): Channel<T> {
     const controller = new AbortController();
-    const channel = new Channel<T>({ onReturn: () => controller.abort() });
+    const channel = new Channel<T>({ ...buffering, onReturn: () => controller.abort() });
     try {
       checkOptions(options, CALL_OPTIONS);
     } catch (error) {

@@ -9,9 +9,10 @@ export {
   type PrimitiveReadOptions,
   type PrimitiveWriteOptions,
   type RawPair,
+  WATCH_BUFFER_BYTES,
 } from './base-store.js';
 export { backoff, delay, MAX_TIMER_MS } from './call.js';
-export { Channel } from './channel.js';
+export { Channel, type ChannelOptions, DEFAULT_CHANNEL_LIMIT } from './channel.js';
 export {
   AuthenticationError,
   abortError,
@@ -44,6 +45,7 @@ export {
   registeredBackends,
   resolveConfig,
 } from './registry.js';
+export type { RawTreeChange, RawTreeUpdate } from './tree-state.js';
 export type {
   BackendDefinition,
   BackendOptions,

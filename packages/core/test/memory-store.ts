@@ -22,6 +22,8 @@ import {
   LockLostError,
   type PrimitiveWriteOptions,
   type RawPair,
+  type RawTreeChange,
+  type RawTreeUpdate,
   stripPrefix,
   UnavailableError,
 } from '../src/index.js';
@@ -287,12 +289,19 @@ export class MemoryStore extends BaseStore {
     });
   }
 
-  protected override _watchTree(dir: string, signal: AbortSignal): AsyncIterable<RawPair[]> {
-    return this.follow(signal, (push) => {
+  /** The incremental tree watch: a listing first, then the changes of each commit (one batch per commit). */
+  protected override _watchTreeChanges(dir: string, signal: AbortSignal): AsyncIterable<RawTreeUpdate> {
+    return this.follow<RawTreeUpdate>(signal, (push) => {
       this.reach();
-      push(this.server.list(dir));
+      push({ type: 'listing', pairs: this.server.list(dir) });
       return this.server.subscribe((changed) => {
-        if (changed.some((key) => isBelow(dir, key))) push(this.server.snapshot(dir));
+        const changes: RawTreeChange[] = [];
+        for (const key of changed) {
+          if (!isBelow(dir, key)) continue;
+          const entry = this.server.peek(key);
+          changes.push(entry ? { type: 'put', pair: toRaw(key, entry) } : { type: 'delete', key });
+        }
+        if (changes.length > 0) push({ type: 'changes', changes });
       });
     });
   }
