@@ -25,30 +25,87 @@ export interface TreeFilter {
 const byKey = (a: KVPair, b: KVPair): number => compareKeys(a.key, b.key);
 const changeKey = (change: TreeChange): string => (change.type === 'put' ? change.pair.key : change.key);
 
+/** The arrays joined into one new array. */
+function concat(parts: readonly (readonly KVPair[])[]): KVPair[] {
+  // `concat` copies whole runs at once; with many runs, element by element keeps its argument list short.
+  if (parts.length <= 1024) return ([] as KVPair[]).concat(...parts);
+  const out: KVPair[] = [];
+  for (const part of parts) for (const pair of part) out.push(pair);
+  return out;
+}
+
+/** The first index at or after `from` whose key does not sort before `key`. */
+function lowerBound(listing: readonly KVPair[], key: string, from: number): number {
+  let lo = from;
+  let hi = listing.length;
+  while (lo < hi) {
+    const mid = (lo + hi) >>> 1;
+    if (compareKeys((listing[mid] as KVPair).key, key) < 0) lo = mid + 1;
+    else hi = mid;
+  }
+  return lo;
+}
+
+/** The changes of several events, in order, as one net change per key, sorted by key. */
+function combine(log: readonly (readonly TreeChange[])[], length: number): TreeChange[] {
+  if (length === 1) return log[0] as TreeChange[];
+  const latest = new Map<string, TreeChange>();
+  for (let i = 0; i < length; i++)
+    for (const change of log[i] as readonly TreeChange[]) latest.set(changeKey(change), change);
+  return [...latest.values()].sort((a, b) => compareKeys(changeKey(a), changeKey(b)));
+}
+
+/** A sorted listing with sorted changes applied: a new array. Unchanged runs are copied in slices, without comparing keys. */
+function applyChanges(before: readonly KVPair[], changes: readonly TreeChange[]): KVPair[] {
+  const parts: (readonly KVPair[])[] = [];
+  let i = 0;
+  for (const change of changes) {
+    const key = changeKey(change);
+    const at = lowerBound(before, key, i);
+    if (at > i) parts.push(before.slice(i, at));
+    i = at;
+    if (i < before.length && (before[i] as KVPair).key === key) i++;
+    if (change.type === 'put') parts.push([change.pair]);
+  }
+  if (i < before.length) parts.push(i === 0 ? before : before.slice(i));
+  return concat(parts);
+}
+
 /**
  * The state behind one `watchTree`. Backend updates are applied as they
- * arrive in O(1) per changed key (a full listing is kept as is until it is
- * needed); the sorted listing and the change list are built only when the
- * consumer pulls, once per pull, from everything that arrived meanwhile.
- * Only the latest state of each key is kept, so a slow consumer sees
- * intermediate states merged and the memory held is bounded by the
- * directory's size, never by the number of changes.
+ * arrive, in O(1) per changed key (a full listing is kept as is until it is
+ * needed). A pull turns everything that arrived meanwhile into one event:
+ * the change list in O(c log c) for c changed keys, and the sorted listing,
+ * built at most once per event and only if the consumer reads `pairs`
+ * (O(n) copying from the last listing built, no sorting). Only the latest
+ * state of each key is kept, so a slow consumer sees intermediate states
+ * merged, and the memory held is bounded by the directory's size, never by
+ * the number of changes.
  */
 export class TreeState {
-  /** What the consumer was last given, by key and as the sorted listing. */
+  /** What the consumer was last given, by key. */
   private seen = new Map<string, KVPair>();
-  private listing: readonly KVPair[] = [];
+  /** A sorted listing, and the change lists given since: together they are `seen`, in order. Never handed out. */
+  private base: readonly KVPair[] = [];
+  private log: (readonly TreeChange[])[] = [];
+  private logged = 0;
   /** A full listing not yet applied: it replaces `seen` at the next pull. */
   private reset: readonly RawPair[] | undefined;
   /** The latest state of each key changed since (after `reset`, if any); `null` is absent. */
   private readonly pending = new Map<string, KVPair | null>();
   private started = false;
+  private built = 0;
 
   constructor(private readonly filter: TreeFilter) {}
 
   /** Number of keys whose state waits for the next pull (internal measure). */
   get pendingKeys(): number {
     return this.pending.size;
+  }
+
+  /** Number of full listings built so far, for events and for compaction (internal measure). */
+  get listingsBuilt(): number {
+    return this.built;
   }
 
   apply(update: RawTreeUpdate): void {
@@ -77,11 +134,35 @@ export class TreeState {
     const changes = this.reset === undefined ? this.takeChanges() : this.takeReset();
     if (this.started && changes.length === 0) return undefined;
     this.started = true;
-    // A copy: the consumer may keep or change its array, the next merge reads this one.
-    return { pairs: this.listing.slice(), changes };
+    return this.event(changes);
   }
 
-  /** Changes of the pending keys against what was seen; `seen` and the listing merged in O(n + c log c). */
+  /** An event whose `pairs` is built when first read: what the consumer saw up to this event, sorted. */
+  private event(changes: TreeChange[]): TreeEvent {
+    const { base, log, countBuilt } = this;
+    const length = log.length;
+    let pairs: KVPair[] | undefined;
+    return {
+      changes,
+      get pairs(): KVPair[] {
+        if (pairs === undefined) {
+          countBuilt();
+          // A copy either way: the consumer may keep or change its array.
+          pairs = length === 0 ? base.slice() : applyChanges(base, combine(log, length));
+        }
+        return pairs;
+      },
+      set pairs(value: KVPair[]) {
+        pairs = value;
+      },
+    };
+  }
+
+  private readonly countBuilt = () => {
+    this.built++;
+  };
+
+  /** The changes of the pending keys against what was seen; `seen` updated. */
   private takeChanges(): TreeChange[] {
     const changes: TreeChange[] = [];
     for (const [key, pair] of this.pending) {
@@ -99,18 +180,16 @@ export class TreeState {
     this.pending.clear();
     if (changes.length === 0) return changes;
     changes.sort((a, b) => compareKeys(changeKey(a), changeKey(b)));
-    const before = this.listing;
-    const after: KVPair[] = [];
-    let i = 0;
-    for (const change of changes) {
-      const key = changeKey(change);
-      while (i < before.length && compareKeys((before[i] as KVPair).key, key) < 0)
-        after.push(before[i++] as KVPair);
-      if (i < before.length && (before[i] as KVPair).key === key) i++;
-      if (change.type === 'put') after.push(change.pair);
+    // Events taken before hold this log with their length: pushing keeps their entries; folding starts a new log.
+    this.log.push(changes);
+    this.logged += changes.length;
+    // Folded into the base now and then, so the log stays small: O(1) amortised per change.
+    if (this.logged > Math.max(256, this.base.length >> 2)) {
+      this.countBuilt();
+      this.base = applyChanges(this.base, combine(this.log, this.log.length));
+      this.log = [];
+      this.logged = 0;
     }
-    while (i < before.length) after.push(before[i++] as KVPair);
-    this.listing = after;
     return changes;
   }
 
@@ -135,7 +214,10 @@ export class TreeState {
     for (const key of this.seen.keys()) if (!next.has(key)) changes.push({ type: 'delete', key });
     changes.sort((a, b) => compareKeys(changeKey(a), changeKey(b)));
     this.seen = next;
-    this.listing = [...next.values()].sort(byKey);
+    this.countBuilt();
+    this.base = [...next.values()].sort(byKey);
+    this.log = [];
+    this.logged = 0;
     return changes;
   }
 }
