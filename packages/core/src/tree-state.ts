@@ -22,6 +22,9 @@ export interface TreeFilter {
   key(rawKey: string): string | undefined;
 }
 
+/** Most events kept as change lists before they are folded into a new base listing. */
+const LOG_EVENTS = 32;
+
 const byKey = (a: KVPair, b: KVPair): number => compareKeys(a.key, b.key);
 const changeKey = (change: TreeChange): string => (change.type === 'put' ? change.pair.key : change.key);
 
@@ -183,8 +186,9 @@ export class TreeState {
     // Events taken before hold this log with their length: pushing keeps their entries; folding starts a new log.
     this.log.push(changes);
     this.logged += changes.length;
-    // Folded into the base now and then, so the log stays small: O(1) amortised per change.
-    if (this.logged > Math.max(256, this.base.length >> 2)) {
+    // Folded into the base now and then, so reading `pairs` never replays a long log: O(n) per
+    // LOG_EVENTS events or per n/4 changes, whichever comes first.
+    if (this.log.length >= LOG_EVENTS || this.logged > Math.max(256, this.base.length >> 2)) {
       this.countBuilt();
       this.base = applyChanges(this.base, combine(this.log, this.log.length));
       this.log = [];
