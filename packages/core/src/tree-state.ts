@@ -197,7 +197,12 @@ export class TreeState {
     return changes;
   }
 
-  /** A full listing (and the changes after it) against what was seen: O(n log n), once per resync. */
+  /**
+   * A full listing (and the changes after it) against what was seen: O(n)
+   * map lookups and the changed keys merged into the listing; a full sort
+   * only when most keys changed (the first listing). A backend that yields
+   * only full listings (`_watchTree`) pays this once per pull, not per commit.
+   */
   private takeReset(): TreeChange[] {
     const next = new Map<string, KVPair>();
     for (const raw of this.reset as readonly RawPair[]) {
@@ -218,8 +223,16 @@ export class TreeState {
     for (const key of this.seen.keys()) if (!next.has(key)) changes.push({ type: 'delete', key });
     changes.sort((a, b) => compareKeys(changeKey(a), changeKey(b)));
     this.seen = next;
-    this.countBuilt();
-    this.base = [...next.values()].sort(byKey);
+    if (changes.length > 0 || this.log.length > 0) {
+      this.countBuilt();
+      if (changes.length * 2 > next.size) {
+        this.base = [...next.values()].sort(byKey);
+      } else {
+        const current =
+          this.log.length > 0 ? applyChanges(this.base, combine(this.log, this.log.length)) : this.base;
+        this.base = applyChanges(current, changes);
+      }
+    }
     this.log = [];
     this.logged = 0;
     return changes;

@@ -19,6 +19,17 @@ describeConformance({
   resultsDir,
 });
 
+// The same store with only the older watchTree primitive (a full listing per commit): the base
+// class's adapter must give the same watchTree behaviour.
+describeConformance({
+  name: 'memory-listings',
+  open: async (prefix) => new MemoryStore({ server, prefix, watchTreeListings: true }),
+  ttl: 300,
+  lockTtl: 1_500,
+  crash: (store) => (store as MemoryStore).crash(),
+  resultsDir,
+});
+
 // The same store declaring every optional capability false: the kit must then expect
 // NotSupportedError (which BaseStore throws from the capabilities) and skip the behaviour tests.
 describeConformance({
@@ -48,6 +59,8 @@ function statuses(name: string): Record<string, RowStatus> {
 afterAll(() => {
   const all = statuses('memory');
   expect(Object.entries(all).filter(([, status]) => status !== 'works')).toEqual([]);
+  const listings = statuses('memory-listings');
+  expect(Object.entries(listings).filter(([, status]) => status !== 'works')).toEqual([]);
   const minimal = statuses('memory-minimal');
   for (const row of ['watch', 'watchTree', 'lock', 'ttl', 'keepAlive', 'consistentRead']) {
     expect(minimal[row], row).toBe('not supported');

@@ -190,6 +190,8 @@ export interface MemoryStoreOptions {
   readonly requestTimeout?: number;
   /** Overrides, e.g. to declare a capability false and see the kit expect `NotSupportedError`. */
   readonly capabilities?: Partial<Capabilities>;
+  /** Implement only `_watchTree` (a full listing per commit), the older primitive, to test the base class's adapter. */
+  readonly watchTreeListings?: boolean;
 }
 
 /** Lock waiters are helper keys below the lock key; the control character hides them from every listing. */
@@ -202,6 +204,7 @@ export class MemoryStore extends BaseStore {
   private readonly background = new Set<() => void>();
   private crashed = false;
   private waiterSeq = 0;
+  private readonly watchTreeListings: boolean;
 
   constructor(options: MemoryStoreOptions) {
     super({
@@ -211,6 +214,7 @@ export class MemoryStore extends BaseStore {
       requestTimeout: options.requestTimeout ?? DEFAULT_TIMEOUT,
     });
     this.server = options.server;
+    this.watchTreeListings = options.watchTreeListings === true;
   }
 
   /**
@@ -291,6 +295,8 @@ export class MemoryStore extends BaseStore {
 
   /** The incremental tree watch: a listing first, then the changes of each commit (one batch per commit). */
   protected override _watchTreeChanges(dir: string, signal: AbortSignal): AsyncIterable<RawTreeUpdate> {
+    // The base class's default adapts `_watchTree`.
+    if (this.watchTreeListings) return super._watchTreeChanges(dir, signal);
     return this.follow<RawTreeUpdate>(signal, (push) => {
       this.reach();
       push({ type: 'listing', pairs: this.server.list(dir) });
@@ -302,6 +308,17 @@ export class MemoryStore extends BaseStore {
           changes.push(entry ? { type: 'put', pair: toRaw(key, entry) } : { type: 'delete', key });
         }
         if (changes.length > 0) push({ type: 'changes', changes });
+      });
+    });
+  }
+
+  /** The older primitive: a full listing per commit. Used only with `watchTreeListings`. */
+  protected override _watchTree(dir: string, signal: AbortSignal): AsyncIterable<RawPair[]> {
+    return this.follow(signal, (push) => {
+      this.reach();
+      push(this.server.list(dir));
+      return this.server.subscribe((changed) => {
+        if (changed.some((key) => isBelow(dir, key))) push(this.server.snapshot(dir));
       });
     });
   }
