@@ -1,6 +1,6 @@
 import { setMaxListeners } from 'node:events';
 import { MAX_TIMER_MS, runBounded } from './call.js';
-import { Channel, type ChannelOptions } from './channel.js';
+import { Channel, type ChannelOptions, WATCH_BUFFER_BYTES, weighWatchState } from './channel.js';
 import {
   abortError,
   ClosedError,
@@ -62,14 +62,6 @@ export function isHelperKey(fullKey: string): boolean {
 }
 
 export const DEFAULT_TIMEOUT = 5_000;
-/**
- * A slow `watch()` consumer holds at most this many bytes of states (and at
- * most 1024 states); past it, the oldest are merged away. The newest state
- * is always kept, even a single one larger than this.
- */
-export const WATCH_BUFFER_BYTES = 8 * 1024 * 1024;
-/** What a buffered watch state is counted as besides its value's bytes: key, pair object, queue slot. */
-const STATE_OVERHEAD = 64;
 export const DEFAULT_KEEPALIVE_TTL = 15_000;
 export const DEFAULT_LOCK_TTL = 15_000;
 
@@ -288,8 +280,7 @@ export abstract class BaseStore implements Store {
           },
           {
             maxBytes: WATCH_BUFFER_BYTES,
-            weigh: (pair) =>
-              pair === null ? STATE_OVERHEAD : STATE_OVERHEAD + 2 * pair.key.length + pair.value.byteLength,
+            weigh: weighWatchState,
           },
         );
       },

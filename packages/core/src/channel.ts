@@ -1,3 +1,16 @@
+/**
+ * A slow `watch()` consumer holds at most this many bytes of states (and at
+ * most 1024 states); past it, the oldest are merged away. The newest state
+ * is always kept, even a single one larger than this.
+ */
+export const WATCH_BUFFER_BYTES = 8 * 1024 * 1024;
+
+/** What a buffered watch state counts for: its value's bytes, plus its key and the pair object. */
+export function weighWatchState(pair: { readonly key: string; readonly value: Uint8Array } | null): number {
+  const overhead = 64;
+  return pair === null ? overhead : overhead + 2 * pair.key.length + pair.value.byteLength;
+}
+
 /** How many items a channel buffers at most, by default. */
 export const DEFAULT_CHANNEL_LIMIT = 1024;
 

@@ -9,10 +9,9 @@ export {
   type PrimitiveReadOptions,
   type PrimitiveWriteOptions,
   type RawPair,
-  WATCH_BUFFER_BYTES,
 } from './base-store.js';
 export { backoff, delay, MAX_TIMER_MS } from './call.js';
-export { Channel, type ChannelOptions, DEFAULT_CHANNEL_LIMIT } from './channel.js';
+export { Channel, type ChannelOptions, DEFAULT_CHANNEL_LIMIT, WATCH_BUFFER_BYTES } from './channel.js';
 export {
   AuthenticationError,
   abortError,
