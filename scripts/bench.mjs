@@ -132,7 +132,10 @@ async function treeLag(where, burst) {
       }
     }
   })();
-  await Promise.race([ready, seen.then(() => Promise.reject(new Error('watchTree ended before its first event')))]);
+  await Promise.race([
+    ready,
+    seen.then(() => Promise.reject(new Error('watchTree ended before its first event'))),
+  ]);
   const writer = await burst();
   const timeout = new Promise((resolve) => setTimeout(() => resolve(undefined), giveUp).unref());
   const at = await Promise.race([seen, timeout]);
