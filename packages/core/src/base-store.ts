@@ -309,11 +309,16 @@ export abstract class BaseStore implements Store {
             channel.replace(true);
           },
         );
-        // One listing per pull, from everything that arrived since the last one.
+        // One event per pull, from everything that arrived since the last one.
+        let returned = false;
         const pull = async (): Promise<IteratorResult<TreeEvent>> => {
           for (;;) {
+            const waiting = updates.bufferedItems === 0;
             const result = await updates.next();
             if (result.done) return { value: undefined, done: true };
+            // Woken by an update: let the rest of its I/O turn (a burst of messages) arrive, so they make one event.
+            if (waiting) await new Promise<void>((resolve) => setImmediate(resolve));
+            if (returned) return { value: undefined, done: true };
             const event = tree.take();
             if (event) return { value: event, done: false };
           }
@@ -327,6 +332,7 @@ export abstract class BaseStore implements Store {
             return result;
           },
           return: async () => {
+            returned = true;
             await updates.return();
             return { value: undefined, done: true };
           },
