@@ -18,6 +18,8 @@ import {
   type PrimitiveReadOptions,
   type PrimitiveWriteOptions,
   type RawPair,
+  type RawTreeChange,
+  type RawTreeUpdate,
   type ReadOptions,
   type ResolvedConfig,
   stripPrefix,
@@ -509,32 +511,36 @@ export class EtcdStore extends BaseStore {
     }
   }
 
-  /** Like `_watch`, over the directory's key range: one listing per revision that touched it. */
-  protected override async *_watchTree(dir: string, signal: AbortSignal): AsyncIterable<RawPair[]> {
+  /** Like `_watch`, over the directory's key range: a listing, then the changes of each revision that touched it. */
+  protected override async *_watchTreeChanges(
+    dir: string,
+    signal: AbortSignal,
+  ): AsyncIterable<RawTreeUpdate> {
     const range = dirRange(dir);
     const first = await this.reread(() => this.readTree(range), signal);
-    let pairs = first.pairs;
-    yield [...pairs.values()];
+    yield { type: 'listing', pairs: [...first.pairs.values()] };
     const cursor = new WatchCursor(this.watchHost, range, first.revision + 1, signal, first.mark);
     try {
       for (;;) {
         const item = await cursor.next();
         if (item.type !== 'events') {
+          // Compacted, or the server's history was replaced (restore): re-read and yield the current state.
           const now = await this.reread(() => this.readTree(range), signal);
-          pairs = now.pairs;
-          yield [...pairs.values()];
+          yield { type: 'listing', pairs: [...now.pairs.values()] };
           cursor.reset(now.revision + 1, now.mark);
           continue;
         }
-        let changed = false;
+        const changes: RawTreeChange[] = [];
         for (const event of item.events) {
           const key = decodeKey(event.kv.key);
           if (!isStoreKey(key)) continue;
-          changed = true;
-          if (event.type === 'Delete') pairs.delete(key);
-          else pairs.set(key, rawPair(event.kv, key) as RawPair);
+          changes.push(
+            event.type === 'Delete'
+              ? { type: 'delete', key }
+              : { type: 'put', pair: rawPair(event.kv, key) as RawPair },
+          );
         }
-        if (changed) yield [...pairs.values()];
+        if (changes.length > 0) yield { type: 'changes', changes };
       }
     } finally {
       cursor.close();

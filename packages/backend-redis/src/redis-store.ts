@@ -19,6 +19,8 @@ import {
   type PrimitiveReadOptions,
   type PrimitiveWriteOptions,
   type RawPair,
+  type RawTreeChange,
+  type RawTreeUpdate,
   type ResolvedConfig,
   stripPrefix,
   UnavailableError,
@@ -632,7 +634,11 @@ export class RedisStore extends BaseStore {
     }
   }
 
-  protected override async *_watchTree(dir: string, signal: AbortSignal): AsyncIterable<RawPair[]> {
+  /** A listing after each (re)read, then the changes of each message: O(1) per change (a deleteTree: per key it removes). */
+  protected override async *_watchTreeChanges(
+    dir: string,
+    signal: AbortSignal,
+  ): AsyncIterable<RawTreeUpdate> {
     const feed = this.getHub().attach(treeInterest(dir));
     try {
       for await (const state of this.follow(
@@ -641,23 +647,43 @@ export class RedisStore extends BaseStore {
         signal,
         async () => {
           const { pairs, seq } = await this.listAt(dir, signal);
-          return { state: new Map(pairs.map((pair) => [pair.key, pair])), seq };
+          // `changes` is null until the listing was handed out.
+          const state = {
+            pairs: new Map(pairs.map((pair) => [pair.key, pair])),
+            changes: null as RawTreeChange[] | null,
+          };
+          return { state, seq };
         },
         (state, change) => {
+          const changes = state.changes as RawTreeChange[];
           if (change.type === 'put') {
             if (change.value === undefined) return 'reread';
-            state.set(change.key, { key: change.key, value: change.value, lastIndex: change.seq });
+            const pair = { key: change.key, value: change.value, lastIndex: change.seq };
+            state.pairs.set(change.key, pair);
+            changes.push({ type: 'put', pair });
             return 'changed';
           }
-          if (change.type === 'delete') return state.delete(change.key) ? 'changed' : 'same';
+          if (change.type === 'delete') {
+            if (!state.pairs.delete(change.key)) return 'same';
+            changes.push({ type: 'delete', key: change.key });
+            return 'changed';
+          }
           let changed = false;
-          for (const key of [...state.keys()]) {
-            if (key === change.key || isBelow(change.key, key)) changed = state.delete(key) || changed;
+          for (const key of [...state.pairs.keys()]) {
+            if ((key === change.key || isBelow(change.key, key)) && state.pairs.delete(key)) {
+              changes.push({ type: 'delete', key });
+              changed = true;
+            }
           }
           return changed ? 'changed' : 'same';
         },
       )) {
-        yield [...state.values()];
+        if (state.changes === null) {
+          yield { type: 'listing', pairs: [...state.pairs.values()] };
+        } else {
+          yield { type: 'changes', changes: state.changes };
+        }
+        state.changes = [];
       }
     } finally {
       feed.close();

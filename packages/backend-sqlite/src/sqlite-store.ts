@@ -16,6 +16,8 @@ import {
   type PrimitiveReadOptions,
   type PrimitiveWriteOptions,
   type RawPair,
+  type RawTreeChange,
+  type RawTreeUpdate,
   type ResolvedConfig,
   UnavailableError,
 } from '@kv/core';
@@ -527,15 +529,19 @@ export class SqliteStore extends BaseStore {
     }
   }
 
-  protected override async *_watchTree(dir: string, signal: AbortSignal): AsyncIterable<RawPair[]> {
+  /** A listing first (again after a resync), then each batch's changes: O(1) per change, not a listing per batch. */
+  protected override async *_watchTreeChanges(
+    dir: string,
+    signal: AbortSignal,
+  ): AsyncIterable<RawTreeUpdate> {
     const [lo, hi] = rangeOf(dir);
     const release = this.notifier.hold();
     try {
       let seen = this.notifier.generation;
-      const list = () =>
-        new Map(this.stmt.list.all({ lo, hi, now: Date.now() }).map((row) => [row.key, toRaw(row)]));
-      let { state: current, seq } = this.readAt(list);
-      yield [...current.values()];
+      const list = () => this.stmt.list.all({ lo, hi, now: Date.now() }).map(toRaw);
+      const first = this.readAt(list);
+      let seq = first.seq;
+      yield { type: 'listing', pairs: first.state };
       while (!signal.aborted) {
         await this.notifier.wait(seen, signal);
         seen = this.notifier.generation;
@@ -544,16 +550,22 @@ export class SqliteStore extends BaseStore {
           if (from > seq + 1) return { resync: list(), changes: [] };
           return { resync: undefined, changes: this.stmt.changesInRange.all({ after: seq, lo, hi }) };
         });
-        if (batch.state.resync) {
-          current = batch.state.resync;
-          yield [...current.values()];
+        if (batch.state.resync) yield { type: 'listing', pairs: batch.state.resync };
+        // One batch, applied as one step: a deleteTree never shows half done.
+        if (batch.state.changes.length > 0) {
+          yield {
+            type: 'changes',
+            changes: batch.state.changes.map(
+              (change): RawTreeChange =>
+                change.value === null
+                  ? { type: 'delete', key: change.key }
+                  : {
+                      type: 'put',
+                      pair: toRaw({ key: change.key, value: change.value, version: change.seq }),
+                    },
+            ),
+          };
         }
-        for (const change of batch.state.changes) {
-          if (change.value === null) current.delete(change.key);
-          else current.set(change.key, toRaw({ key: change.key, value: change.value, version: change.seq }));
-        }
-        // One listing per batch: a deleteTree never shows half done.
-        if (batch.state.changes.length > 0) yield [...current.values()];
         seq = batch.seq;
       }
     } finally {

@@ -1,6 +1,6 @@
 import { setMaxListeners } from 'node:events';
 import { MAX_TIMER_MS, runBounded } from './call.js';
-import { Channel } from './channel.js';
+import { Channel, type ChannelOptions, WATCH_BUFFER_BYTES, weighWatchState } from './channel.js';
 import {
   abortError,
   ClosedError,
@@ -12,8 +12,9 @@ import {
   UnavailableError,
   ValueTooLargeError,
 } from './errors.js';
-import { compareKeys, isBelow, joinKey, normalizeKey, stripPrefix, toBytes } from './keys.js';
+import { compareKeys, isBelow, joinKey, normalizeKey, samePair, stripPrefix, toBytes } from './keys.js';
 import { type AcquiredLock, type AcquireRequest, type LockHost, StoreLock } from './lock.js';
+import { type RawTreeUpdate, TreeState } from './tree-state.js';
 import type {
   CallOptions,
   Capabilities,
@@ -153,10 +154,24 @@ export abstract class BaseStore implements Store {
   /**
    * Yields full listings of `dir` (as `_list` returns them): the current one
    * first, then one after each change. The base class computes `changes`
-   * and skips listings that changed nothing.
+   * and skips listings that changed nothing. A backend that knows what each
+   * commit changed implements `_watchTreeChanges` instead: a full listing
+   * per commit costs O(n) per change on a big directory.
    */
   protected _watchTree(_dir: string, _signal: AbortSignal): AsyncIterable<RawPair[]> {
     throw new NotSupportedError(this.backend, 'watchTree');
+  }
+
+  /**
+   * The incremental form of `_watchTree`: yields a full listing of `dir`
+   * first (and again after a resync: it replaces everything), then the
+   * changes of each commit below `dir` (a batch is applied as one step, so
+   * a deleteTree never shows half done). Helper keys and keys not strictly
+   * below `dir` may be included: the base class filters them. By default it
+   * adapts `_watchTree`'s listings.
+   */
+  protected async *_watchTreeChanges(dir: string, signal: AbortSignal): AsyncIterable<RawTreeUpdate> {
+    for await (const pairs of this._watchTree(dir, signal)) yield { type: 'listing', pairs };
   }
 
   /** Acquires `key` (waiting if `request.wait`), or resolves `null` for a `tryLock` that found it held. */
@@ -270,11 +285,14 @@ export abstract class BaseStore implements Store {
           },
           (state, channel) => {
             const repeat =
-              last !== undefined &&
-              (state === null ? last === null : last !== null && last.lastIndex === state.lastIndex);
+              last !== undefined && (state === null ? last === null : last !== null && samePair(last, state));
             if (repeat) return;
             last = state;
             channel.push(state === null ? null : this.toPair(state));
+          },
+          {
+            maxBytes: WATCH_BUFFER_BYTES,
+            weigh: weighWatchState,
           },
         );
       },
@@ -285,27 +303,36 @@ export abstract class BaseStore implements Store {
     return {
       [Symbol.asyncIterator]: () => {
         let dir = '';
-        // Listings are merged while the consumer is busy; changes are computed against what it last saw.
-        const listings = this.pump<RawPair[], KVPair[]>(
+        // Updates are applied to the state as they arrive; the channel only says "something arrived".
+        const tree = new TreeState({
+          pair: (raw) => (isBelow(dir, raw.key) && !isHelperKey(raw.key) ? this.toPair(raw) : undefined),
+          key: (raw) => (isBelow(dir, raw) && !isHelperKey(raw) ? stripPrefix(this.prefix, raw) : undefined),
+        });
+        const updates = this.pump<RawTreeUpdate, true>(
           'watchTree',
           options,
           (signal) => {
             if (!this.capabilities.watchTree) throw new NotSupportedError(this.backend, 'watchTree');
             dir = this.fullDir(directory);
-            return this._watchTree(dir, signal);
+            return this._watchTreeChanges(dir, signal);
           },
-          (listing, channel) => channel.replace(this.toListing(dir, listing)),
+          (update, channel) => {
+            tree.apply(update);
+            channel.replace(true);
+          },
         );
-        let previous: KVPair[] | undefined;
+        // One event per pull, from everything that arrived since the last one.
+        let returned = false;
         const pull = async (): Promise<IteratorResult<TreeEvent>> => {
           for (;;) {
-            const result = await listings.next();
+            const waiting = updates.bufferedItems === 0;
+            const result = await updates.next();
             if (result.done) return { value: undefined, done: true };
-            const pairs = result.value;
-            const changes = diffListings(previous ?? [], pairs);
-            if (previous !== undefined && changes.length === 0) continue;
-            previous = pairs;
-            return { value: { pairs, changes }, done: false };
+            // Woken by an update: let the rest of its I/O turn (a burst of messages) arrive, so they make one event.
+            if (waiting) await new Promise<void>((resolve) => setImmediate(resolve));
+            if (returned) return { value: undefined, done: true };
+            const event = tree.take();
+            if (event) return { value: event, done: false };
           }
         };
         // A plain iterator, not an async generator: a generator would queue return() behind a pending next().
@@ -317,7 +344,8 @@ export abstract class BaseStore implements Store {
             return result;
           },
           return: async () => {
-            await listings.return();
+            returned = true;
+            await updates.return();
             return { value: undefined, done: true };
           },
           [Symbol.asyncIterator]: () => iterator,
@@ -493,9 +521,10 @@ export abstract class BaseStore implements Store {
     options: CallOptions | undefined,
     open: (signal: AbortSignal) => AsyncIterable<R>,
     deliver: (item: R, channel: Channel<T>) => void,
+    buffering: Omit<ChannelOptions<T>, 'onReturn'> = {},
   ): Channel<T> {
     const controller = new AbortController();
-    const channel = new Channel<T>({ onReturn: () => controller.abort() });
+    const channel = new Channel<T>({ ...buffering, onReturn: () => controller.abort() });
     try {
       checkOptions(options, CALL_OPTIONS);
     } catch (error) {
@@ -564,7 +593,7 @@ export function diffListings(before: readonly KVPair[], after: readonly KVPair[]
       changes.push({ type: 'put', pair: b });
       j++;
     } else {
-      if (a.lastIndex !== b.lastIndex) changes.push({ type: 'put', pair: b });
+      if (!samePair(a, b)) changes.push({ type: 'put', pair: b });
       i++;
       j++;
     }

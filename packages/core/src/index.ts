@@ -11,7 +11,7 @@ export {
   type RawPair,
 } from './base-store.js';
 export { backoff, delay, MAX_TIMER_MS } from './call.js';
-export { Channel } from './channel.js';
+export { Channel, type ChannelOptions, DEFAULT_CHANNEL_LIMIT, WATCH_BUFFER_BYTES } from './channel.js';
 export {
   AuthenticationError,
   abortError,
@@ -45,6 +45,7 @@ export {
   registeredBackends,
   resolveConfig,
 } from './registry.js';
+export type { RawTreeChange, RawTreeUpdate } from './tree-state.js';
 export type {
   BackendDefinition,
   BackendOptions,

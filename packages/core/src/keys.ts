@@ -71,3 +71,17 @@ export function toBytes(value: unknown): Uint8Array {
     `a value must be a string or a Uint8Array, got ${value === null ? 'null' : typeof value}`,
   );
 }
+
+/**
+ * Whether two states of a key are the same for a watcher: the same
+ * `lastIndex` and the same bytes. The index alone is not enough: after a
+ * server is restored from a snapshot, an index can come back for another write.
+ */
+export function samePair(
+  a: { readonly lastIndex: number; readonly value: Uint8Array },
+  b: { readonly lastIndex: number; readonly value: Uint8Array },
+): boolean {
+  if (a.lastIndex !== b.lastIndex || a.value.length !== b.value.length) return false;
+  for (let i = 0; i < a.value.length; i++) if (a.value[i] !== b.value[i]) return false;
+  return true;
+}

@@ -19,6 +19,17 @@ describeConformance({
   resultsDir,
 });
 
+// The same store with only the older watchTree primitive (a full listing per commit): the base
+// class's adapter must give the same watchTree behaviour.
+describeConformance({
+  name: 'memory-listings',
+  open: async (prefix) => new MemoryStore({ server, prefix, watchTreeListings: true }),
+  ttl: 300,
+  lockTtl: 1_500,
+  crash: (store) => (store as MemoryStore).crash(),
+  resultsDir,
+});
+
 // The same store declaring every optional capability false: the kit must then expect
 // NotSupportedError (which BaseStore throws from the capabilities) and skip the behaviour tests.
 describeConformance({
@@ -49,10 +60,12 @@ afterAll(() => {
   const all = statuses('memory');
   // The in-process memory store has no link to cut and no server to restart: those rows stay untested.
   const faultRows = new Set(['partition', 'restart', 'fencedLocks']);
-  expect(Object.entries(all).filter(([row, status]) => status !== 'works' && !faultRows.has(row))).toEqual(
-    [],
-  );
-  for (const row of faultRows) expect(all[row], row).toBe('untested');
+  for (const results of [all, statuses('memory-listings')]) {
+    expect(
+      Object.entries(results).filter(([row, status]) => status !== 'works' && !faultRows.has(row)),
+    ).toEqual([]);
+    for (const row of faultRows) expect(results[row], row).toBe('untested');
+  }
   const minimal = statuses('memory-minimal');
   for (const row of ['watch', 'watchTree', 'lock', 'ttl', 'keepAlive', 'consistentRead']) {
     expect(minimal[row], row).toBe('not supported');

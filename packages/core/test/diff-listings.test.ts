@@ -9,6 +9,16 @@ describe('diffListings', () => {
     expect(diffListings([pair('a', 1)], [pair('a', 1)])).toEqual([]);
   });
 
+  it('a pair whose lastIndex came back for another value (a restored server) is a put', () => {
+    const v = (text: string, lastIndex: number): KVPair => ({
+      key: 'a',
+      value: new TextEncoder().encode(text),
+      lastIndex,
+    });
+    expect(diffListings([v('old', 5)], [v('new', 5)])).toEqual([{ type: 'put', pair: v('new', 5) }]);
+    expect(diffListings([v('same', 5)], [v('same', 5)])).toEqual([]);
+  });
+
   it('lists every pair of the first listing as a put', () => {
     const after = [pair('a', 1), pair('b/c', 2)];
     expect(diffListings([], after)).toEqual(after.map((p) => ({ type: 'put', pair: p })));

@@ -22,6 +22,8 @@ import {
   LockLostError,
   type PrimitiveWriteOptions,
   type RawPair,
+  type RawTreeChange,
+  type RawTreeUpdate,
   stripPrefix,
   UnavailableError,
 } from '../src/index.js';
@@ -188,6 +190,8 @@ export interface MemoryStoreOptions {
   readonly requestTimeout?: number;
   /** Overrides, e.g. to declare a capability false and see the kit expect `NotSupportedError`. */
   readonly capabilities?: Partial<Capabilities>;
+  /** Implement only `_watchTree` (a full listing per commit), the older primitive, to test the base class's adapter. */
+  readonly watchTreeListings?: boolean;
 }
 
 /** Lock waiters are helper keys below the lock key; the control character hides them from every listing. */
@@ -202,6 +206,7 @@ export class MemoryStore extends BaseStore {
   private readonly background = new Set<() => void>();
   private crashed = false;
   private waiterSeq = 0;
+  private readonly watchTreeListings: boolean;
 
   constructor(options: MemoryStoreOptions) {
     super({
@@ -211,6 +216,7 @@ export class MemoryStore extends BaseStore {
       requestTimeout: options.requestTimeout ?? DEFAULT_TIMEOUT,
     });
     this.server = options.server;
+    this.watchTreeListings = options.watchTreeListings === true;
   }
 
   /**
@@ -289,6 +295,26 @@ export class MemoryStore extends BaseStore {
     });
   }
 
+  /** The incremental tree watch: a listing first, then the changes of each commit (one batch per commit). */
+  protected override _watchTreeChanges(dir: string, signal: AbortSignal): AsyncIterable<RawTreeUpdate> {
+    // The base class's default adapts `_watchTree`.
+    if (this.watchTreeListings) return super._watchTreeChanges(dir, signal);
+    return this.follow<RawTreeUpdate>(signal, (push) => {
+      this.reach();
+      push({ type: 'listing', pairs: this.server.list(dir) });
+      return this.server.subscribe((changed) => {
+        const changes: RawTreeChange[] = [];
+        for (const key of changed) {
+          if (!isBelow(dir, key)) continue;
+          const entry = this.server.peek(key);
+          changes.push(entry ? { type: 'put', pair: toRaw(key, entry) } : { type: 'delete', key });
+        }
+        if (changes.length > 0) push({ type: 'changes', changes });
+      });
+    });
+  }
+
+  /** The older primitive: a full listing per commit. Used only with `watchTreeListings`. */
   protected override _watchTree(dir: string, signal: AbortSignal): AsyncIterable<RawPair[]> {
     return this.follow(signal, (push) => {
       this.reach();
