@@ -166,15 +166,7 @@ export function linearizabilityCase(define: Define): void {
       const cuts: PartitionableStore[] = [];
       const stores: Store[] = [];
       try {
-        for (let c = 0; c < LINEARIZABLE_CLIENTS; c++) {
-          if (hooks?.openPartitionable) {
-            const cut = await hooks.openPartitionable(`${t.prefix}/lin`);
-            cuts.push(cut);
-            stores.push(cut.store);
-          } else {
-            stores.push(await t.open('lin'));
-          }
-        }
+        await openClients(t, LINEARIZABLE_CLIENTS, 'lin', stores, cuts);
         const history: KVOperation[] = [];
         const until = performance.now() + LINEARIZABLE_RUN_MS * t.settings.timeScale;
         let faults = 0;
@@ -229,15 +221,7 @@ export function fencedLockCase(define: Define): void {
       const cuts: PartitionableStore[] = [];
       const stores: Store[] = [];
       try {
-        for (let w = 0; w < FENCED_WORKERS; w++) {
-          if (hooks?.openPartitionable) {
-            const cut = await hooks.openPartitionable(`${t.prefix}/fenced`);
-            cuts.push(cut);
-            stores.push(cut.store);
-          } else {
-            stores.push(await t.open('fenced'));
-          }
-        }
+        await openClients(t, FENCED_WORKERS, 'fenced', stores, cuts);
         const ttl = Math.max(t.caps.minTtl, 2_000);
         const until = performance.now() + FENCED_RUN_MS * t.settings.timeScale;
         const holds: { worker: number; token: number; start: number; end: number }[] = [];
@@ -404,6 +388,30 @@ function definiteNo(error: unknown): boolean {
     KeyExistsError.isInstance(error) ||
     KeyNotFoundError.isInstance(error)
   );
+}
+
+/**
+ * Opens `n` clients on `<test prefix>/<sub>`: through partitionable links
+ * when the backend gives them (recorded in `cuts`), else plain stores of the
+ * test. Pushed as they open, so the caller's cleanup sees every one.
+ */
+async function openClients(
+  t: TestEnv,
+  n: number,
+  sub: string,
+  stores: Store[],
+  cuts: PartitionableStore[],
+): Promise<void> {
+  const hooks = t.settings.faults;
+  for (let i = 0; i < n; i++) {
+    if (hooks?.openPartitionable) {
+      const cut = await hooks.openPartitionable(`${t.prefix}/${sub}`);
+      cuts.push(cut);
+      stores.push(cut.store);
+    } else {
+      stores.push(await t.open(sub));
+    }
+  }
 }
 
 interface Opened {
