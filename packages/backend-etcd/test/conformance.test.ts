@@ -1,6 +1,13 @@
 import { createStore } from '@kv/core';
 import { describeConformance } from '@kv/core/conformance';
-import { launchEtcd, privateServer, serverFaultHooks, serverFor } from '@kv/test-servers';
+import {
+  clusterFaultHooks,
+  launchEtcd,
+  launchEtcdCluster,
+  privateServer,
+  serverFaultHooks,
+  serverFor,
+} from '@kv/test-servers';
 import { afterAll } from 'vitest';
 import { EtcdStore } from '../src/index.js';
 
@@ -12,9 +19,19 @@ const faults = faultServer?.server
       createStore({ backend: 'etcd', endpoints, prefix, requestTimeout: 1_000 }),
     )
   : undefined;
+// And a 3-member cluster of their own, one member killed or frozen at a time.
+const faultCluster = etcd.available
+  ? await privateServer('the cluster fault cases', () => launchEtcdCluster())
+  : undefined;
+const cluster = faultCluster?.server
+  ? clusterFaultHooks(faultCluster.server, 2_000, (endpoints, prefix) =>
+      createStore({ backend: 'etcd', endpoints, prefix, requestTimeout: 2_000 }),
+    )
+  : undefined;
 afterAll(async () => {
   await faults?.dispose();
   await faultServer?.server?.dispose();
+  await faultCluster?.server?.dispose();
 });
 
 describeConformance({
@@ -25,5 +42,5 @@ describeConformance({
   crash: (store) => {
     if (store instanceof EtcdStore) store.client.close();
   },
-  ...(faults ? { faults } : {}),
+  ...(faults ? { faults: { ...faults, ...(cluster ? { cluster } : {}) } } : {}),
 });

@@ -1,5 +1,5 @@
 import { type FaultProxy, startFaultProxy } from './fault-proxy.js';
-import type { ServerHandle } from './launch.js';
+import type { ClusterHandle, ServerHandle } from './launch.js';
 
 /** A store a test can cut off from its server (structurally the kit's `PartitionableStore`). */
 export interface PartitionedStore<S> {
@@ -44,6 +44,47 @@ export function serverFaultHooks<S>(
     },
     async dispose() {
       await Promise.allSettled(proxies.splice(0).map((p) => p.close()));
+    },
+  };
+}
+
+/** The conformance kit's `faults.cluster` hooks on a private cluster (structurally `ClusterFaultHooks`). */
+export interface ClusterFaultHooksFor<S> {
+  readonly members: number;
+  readonly requestTimeout: number;
+  open(prefix: string): Promise<S>;
+  kill(member: number): Promise<void>;
+  start(member: number): Promise<void>;
+  freeze(member: number): Promise<void>;
+  thaw(member: number): Promise<void>;
+}
+
+/** Cluster hooks for the kit: members by index; `open` gets every member's endpoint. */
+export function clusterFaultHooks<S>(
+  cluster: ClusterHandle,
+  requestTimeout: number,
+  open: (endpoints: string[], prefix: string) => Promise<S>,
+): ClusterFaultHooksFor<S> {
+  const member = (i: number): ServerHandle => {
+    const m = cluster.members[i];
+    if (!m) throw new Error(`${cluster.name} has no member ${i}`);
+    return m;
+  };
+  return {
+    members: cluster.members.length,
+    requestTimeout,
+    open: (prefix) => open([...cluster.endpoints], prefix),
+    kill: async (i) => {
+      await member(i).kill();
+    },
+    start: async (i) => {
+      await member(i).start();
+    },
+    freeze: async (i) => {
+      member(i).freeze();
+    },
+    thaw: async (i) => {
+      member(i).thaw();
     },
   };
 }

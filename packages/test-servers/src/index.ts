@@ -1,4 +1,10 @@
-export { type PartitionedStore, type ServerFaultHooks, serverFaultHooks } from './fault-hooks.js';
+export {
+  type ClusterFaultHooksFor,
+  clusterFaultHooks,
+  type PartitionedStore,
+  type ServerFaultHooks,
+  serverFaultHooks,
+} from './fault-hooks.js';
 export { type FaultMode, type FaultProxy, type FaultProxyOptions, startFaultProxy } from './fault-proxy.js';
 export { type StartedServers, startServers } from './group.js';
 export {

@@ -6,8 +6,10 @@ import {
   type KVPair,
   type LockLease,
   type Store,
+  UnavailableError,
 } from '../index.js';
 import {
+  type ClusterFaultHooks,
   type Define,
   expectKVError,
   type FaultHooks,
@@ -410,6 +412,104 @@ async function openClients(
       stores.push(cut.store);
     } else {
       stores.push(await t.open(sub));
+    }
+  }
+}
+
+/**
+ * One member of a cluster killed, then (after it came back) another frozen:
+ * every call settles within the store's `requestTimeout` (a result or an
+ * `UnavailableError`, never a hang), and a watch on another store misses no
+ * final state.
+ */
+export function memberLostCase(define: Define): void {
+  define(
+    'a cluster member killed, then one frozen: calls settle within requestTimeout, watches miss no final state',
+    {
+      rows: ['memberLost', 'put', 'get', 'watch'],
+      requires: 'watch',
+      needsFault: 'cluster',
+      timeout: () => 180_000,
+    },
+    async (t) => {
+      const cluster = (t.settings.faults as FaultHooks).cluster as ClusterFaultHooks;
+      const stores: Store[] = [];
+      const readers: Reader<unknown>[] = [];
+      const bound = cluster.requestTimeout + t.settings.slack * 2;
+      try {
+        const writer = await cluster.open(t.prefix);
+        stores.push(writer);
+        const watcher = await cluster.open(t.prefix);
+        stores.push(watcher);
+        await writer.put('m', 'start');
+        const reader = new Reader<KVPair | null>(
+          () => watcher.watch('m'),
+          'watch(m)',
+          t.settings.eventTimeout,
+        );
+        readers.push(reader as Reader<unknown>);
+        expect(text(((await reader.next()) as KVPair).value)).toBe('start');
+        const calls = async (round: string) => {
+          let ok = 0;
+          for (let i = 0; i < 10; i++) {
+            const started = performance.now();
+            const result = await within(
+              writer
+                .put('m', `${round}-${i}`)
+                .then(() => writer.get('m'))
+                .then(
+                  () => 'ok',
+                  (error: unknown) => error,
+                ),
+              bound * 2 + 1_000,
+              `${round}: a call hung`,
+            );
+            const took = performance.now() - started;
+            if (result === 'ok') ok++;
+            else if (!UnavailableError.isInstance(result)) throw result;
+            expect(took, `${round}: a put and a get took ${Math.round(took)} ms`).toBeLessThan(bound * 2);
+          }
+          return ok;
+        };
+        const untilFinal = async (value: string) => {
+          const deadline = performance.now() + 30_000;
+          for (;;) {
+            const state = (await reader.next(30_000)) as KVPair | null;
+            if (state !== null && text(state.value) === value) return;
+            if (performance.now() > deadline) throw new Error(`the watch never yielded ${value}`);
+          }
+        };
+        await cluster.kill(0);
+        const afterKill = await calls('killed');
+        expect(afterKill, 'a 3-member cluster with one member down still serves').toBeGreaterThan(0);
+        await cluster.start(0);
+        await retryUntil(() => writer.put('m', 'after-kill'), 30_000);
+        await untilFinal('after-kill');
+        await cluster.freeze(1);
+        try {
+          await calls('frozen');
+        } finally {
+          await cluster.thaw(1);
+        }
+        await retryUntil(() => writer.put('m', 'final'), 30_000);
+        await untilFinal('final');
+      } finally {
+        await Promise.allSettled(readers.map((r) => r.close()));
+        await Promise.allSettled(stores.map((s) => s.close()));
+      }
+    },
+  );
+}
+
+async function retryUntil(fn: () => Promise<unknown>, ms: number): Promise<void> {
+  const until = performance.now() + ms;
+  for (;;) {
+    try {
+      await fn();
+      return;
+    } catch (error) {
+      if (performance.now() > until) throw error;
+      await sleep(200);
     }
   }
 }

@@ -51,6 +51,26 @@ export interface FaultHooks {
   openPartitionable?(prefix: string): Promise<PartitionableStore>;
   /** Restarts the fault server (keeping what its persistence keeps: maybe nothing); resolves once it serves again. */
   restart?(): Promise<void>;
+  /**
+   * A cluster of the backend's own: `open(prefix)` of these hooks opens a
+   * store on all its members, and the kit breaks one member at a time.
+   */
+  cluster?: ClusterFaultHooks;
+}
+
+/** One cluster's members, by index, for the "member lost" case. */
+export interface ClusterFaultHooks {
+  readonly members: number;
+  /** Opens a store on every member's endpoint. */
+  open(prefix: string): Promise<Store>;
+  /** SIGKILL; `start` brings it back with its data. */
+  kill(member: number): Promise<void>;
+  start(member: number): Promise<void>;
+  /** SIGSTOP / SIGCONT: the member keeps its sockets and answers nothing. */
+  freeze(member: number): Promise<void>;
+  thaw(member: number): Promise<void>;
+  /** ms: the `requestTimeout` of the stores `open` gives; every call must settle within it. */
+  readonly requestTimeout: number;
 }
 
 /** What a test case declares about itself. */
@@ -64,7 +84,7 @@ export interface CaseSpec {
   /** Runs only when the backend passed a `crash` option. */
   readonly needsCrash?: boolean;
   /** Runs only when the backend's fault hooks include this one. */
-  readonly needsFault?: 'openPartitionable' | 'restart';
+  readonly needsFault?: 'openPartitionable' | 'restart' | 'cluster';
   /** ms, from the capabilities; the default is 30 s (times `timeScale`). */
   readonly timeout?: (caps: Capabilities, settings: Settings) => number;
 }

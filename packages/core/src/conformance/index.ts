@@ -12,7 +12,7 @@
 import { afterAll, beforeAll, describe, it } from 'vitest';
 import type { Capabilities, Store } from '../index.js';
 import { casCases } from './cas-cases.js';
-import { faultCases, fencedLockCase, linearizabilityCase } from './fault-cases.js';
+import { faultCases, fencedLockCase, linearizabilityCase, memberLostCase } from './fault-cases.js';
 import { fuzzCases } from './fuzz-cases.js';
 import type { CapabilityName, CaseBody, CaseSpec, Define, FaultHooks, Settings } from './harness.js';
 import { TestEnv } from './harness.js';
@@ -23,7 +23,12 @@ import { defaultResultsDir, ResultBook, writeResults } from './results.js';
 import { ttlCases } from './ttl-cases.js';
 import { watchCases } from './watch-cases.js';
 
-export { checkTreeEvent, type FaultHooks, type PartitionableStore } from './harness.js';
+export {
+  type ClusterFaultHooks,
+  checkTreeEvent,
+  type FaultHooks,
+  type PartitionableStore,
+} from './harness.js';
 export {
   type ConformanceResults,
   ROWS,
@@ -211,6 +216,7 @@ export function describeConformance(options: ConformanceOptions): void {
     describe('ttl and keepAlive', () => ttlCases(define));
     describe('prefixes, close, abort, capabilities', () => lifecycleCases(define));
     describe('faults: partitions and restarts', () => faultCases(define));
+    describe('faults: a cluster member lost', () => memberLostCase(define));
     describe('linearizability', () => linearizabilityCase(define));
     describe('locks under faults', () => fencedLockCase(define));
     describe('fuzzed input', () => fuzzCases(define));

@@ -25,6 +25,7 @@ export const ROWS = [
   { id: 'close', call: 'Close' },
   { id: 'partition', call: 'Fault: one client partitioned' },
   { id: 'restart', call: 'Fault: server restarted' },
+  { id: 'memberLost', call: 'Fault: cluster member killed or frozen' },
   { id: 'linearizable', call: 'Linearizable (checked history)' },
   { id: 'fencedLocks', call: 'Locks under faults (fenced)' },
   { id: 'fuzz', call: 'Fuzzed keys, values, options, URLs' },
