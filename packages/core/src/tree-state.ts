@@ -123,7 +123,11 @@ export class TreeState {
         if (pair) this.pending.set(pair.key, pair);
       } else {
         const key = this.filter.key(change.key);
-        if (key !== undefined) this.pending.set(key, null);
+        if (key === undefined) continue;
+        // A key the consumer never saw needs no delete: forgetting it keeps `pending` bounded by the
+        // directory, not by how many keys came and went (unless a listing waits to be compared).
+        if (this.reset === undefined && !this.seen.has(key)) this.pending.delete(key);
+        else this.pending.set(key, null);
       }
     }
   }
@@ -184,7 +188,8 @@ export class TreeState {
     if (changes.length === 0) return changes;
     changes.sort((a, b) => compareKeys(changeKey(a), changeKey(b)));
     // Events taken before hold this log with their length: pushing keeps their entries; folding starts a new log.
-    this.log.push(changes);
+    // A copy: the consumer owns `event.changes` and may change it.
+    this.log.push(changes.slice());
     this.logged += changes.length;
     // Folded into the base now and then, so reading `pairs` never replays a long log: O(n) per
     // LOG_EVENTS events or per n/4 changes, whichever comes first.

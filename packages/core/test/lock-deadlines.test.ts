@@ -1,4 +1,5 @@
 import { afterEach, describe, expect, it, vi } from 'vitest';
+import { within } from '../src/conformance/harness.js';
 import { LockLostError, UnavailableError } from '../src/errors.js';
 import { type AcquiredLock, type AcquireRequest, type LockHost, StoreLock } from '../src/lock.js';
 import type { LockLease } from '../src/types.js';
@@ -57,15 +58,6 @@ function lostAt(lease: LockLease): Promise<number> {
   });
 }
 
-function bounded<T>(promise: Promise<T>, ms: number, what: string): Promise<T> {
-  return Promise.race([
-    promise,
-    new Promise<never>((_, reject) =>
-      setTimeout(() => reject(new Error(`${what}: not within ${ms} ms`)), ms),
-    ),
-  ]);
-}
-
 const TTL = 1_000;
 const value = new Uint8Array();
 
@@ -119,7 +111,7 @@ describe('loss deadlines run on a monotonic clock', () => {
     const lock = new StoreLock(lockHost, 'k', 'k', value, TTL);
     const lease = await lock.lock();
     const granted = performance.now();
-    const at = await bounded(lostAt(lease), 6_000, 'lost');
+    const at = await within(lostAt(lease), 6_000, 'lost did not abort');
     // Last confirmed renewal sent at ~ttl/3: lost is due at ~ttl/3 + 3/4 ttl, not 10 s later.
     expect(at - granted, 'not before the confirmed renewal ran out').toBeGreaterThanOrEqual(TTL);
     expect(at - granted).toBeLessThan(TTL * 2);
@@ -131,7 +123,7 @@ describe('loss deadlines run on a monotonic clock', () => {
     const lock = new StoreLock(lockHost, 'k', 'k', value, TTL);
     const lease = await lock.lock();
     stall(1_200); // both the renewal (ttl/3) and the deadline (3/4 ttl) are overdue now
-    await bounded(lostAt(lease), 2_000, 'lost');
+    await within(lostAt(lease), 2_000, 'lost did not abort');
     expect(state.renewals, 'no renewal was sent past the deadline').toBe(0);
   });
 });
@@ -147,7 +139,7 @@ describe('LockLostError', () => {
     ]);
     const lock = new StoreLock(lockHost, 'k', 'k', value, TTL);
     const lease = await lock.lock();
-    await bounded(lostAt(lease), 2_000, 'lost');
+    await within(lostAt(lease), 2_000, 'lost did not abort');
     const reason = lease.lost.reason as LockLostError;
     expect(reason.message).toBe('lock "k" lost: its key was deleted');
     expect(reason.reason).toBe('its key was deleted');

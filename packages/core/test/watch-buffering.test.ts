@@ -169,6 +169,27 @@ describe('TreeState', () => {
     expect((tree.take() as TreeEvent).pairs).toEqual([p('d/a', 1000), p('d/b', 1001)]);
   });
 
+  it('keys that come and go while the consumer is away are not held; its changes array is its own', () => {
+    const tree = new TreeState(filter);
+    tree.apply({ type: 'listing', pairs: [p('d/keep', 1)] });
+    tree.take();
+    for (let i = 0; i < 1000; i++) {
+      tree.apply({
+        type: 'changes',
+        changes: [
+          { type: 'put', pair: p(`d/s${i}`, 10 + i) },
+          { type: 'delete', key: `d/s${i}` },
+        ],
+      });
+    }
+    expect(tree.pendingKeys, 'bounded by the directory, not by the keys that came and went').toBe(0);
+    tree.apply({ type: 'changes', changes: [{ type: 'put', pair: p('d/new', 2000) }] });
+    const event = tree.take() as TreeEvent;
+    event.changes.length = 0; // the consumer's array: changing it cannot change the state
+    tree.apply({ type: 'changes', changes: [{ type: 'put', pair: p('d/later', 2001) }] });
+    expect((tree.take() as TreeEvent).pairs).toEqual([p('d/keep', 1), p('d/later', 2001), p('d/new', 2000)]);
+  });
+
   it('builds a listing only for events whose pairs are read, each one as of its own event', () => {
     const tree = new TreeState(filter);
     const size = 20_000;

@@ -15,6 +15,7 @@ import {
   type FaultHooks,
   type PartitionableStore,
   Reader,
+  settle,
   sleep,
   type TestEnv,
   text,
@@ -98,7 +99,6 @@ export function faultCases(define: Define): void {
         for (let i = 1; i <= 5; i++) await writer.put('w', `v${i}`);
         await writer.delete('w');
         await writer.put('w', 'final');
-        await sleep(500);
         await cut.heal();
         let last: KVPair | null = null;
         const deadline = performance.now() + t.settings.eventTimeout * 3;
@@ -454,19 +454,13 @@ export function memberLostCase(define: Define): void {
           for (let i = 0; i < 10; i++) {
             const started = performance.now();
             const result = await within(
-              writer
-                .put('m', `${round}-${i}`)
-                .then(() => writer.get('m'))
-                .then(
-                  () => 'ok',
-                  (error: unknown) => error,
-                ),
+              settle(() => writer.put('m', `${round}-${i}`).then(() => writer.get('m'))),
               bound * 2 + 1_000,
               `${round}: a call hung`,
             );
             const took = performance.now() - started;
-            if (result === 'ok') ok++;
-            else if (!UnavailableError.isInstance(result)) throw result;
+            if (result.ok) ok++;
+            else if (!UnavailableError.isInstance(result.error)) throw result.error;
             expect(took, `${round}: a put and a get took ${Math.round(took)} ms`).toBeLessThan(bound * 2);
           }
           return ok;
@@ -483,7 +477,7 @@ export function memberLostCase(define: Define): void {
         const afterKill = await calls('killed');
         expect(afterKill, 'a 3-member cluster with one member down still serves').toBeGreaterThan(0);
         await cluster.start(0);
-        await retryUntil(() => writer.put('m', 'after-kill'), 30_000);
+        await retry(() => writer.put('m', 'after-kill'), 30_000);
         await untilFinal('after-kill');
         await cluster.freeze(1);
         try {
@@ -491,7 +485,7 @@ export function memberLostCase(define: Define): void {
         } finally {
           await cluster.thaw(1);
         }
-        await retryUntil(() => writer.put('m', 'final'), 30_000);
+        await retry(() => writer.put('m', 'final'), 30_000);
         await untilFinal('final');
       } finally {
         await Promise.allSettled(readers.map((r) => r.close()));
@@ -499,19 +493,6 @@ export function memberLostCase(define: Define): void {
       }
     },
   );
-}
-
-async function retryUntil(fn: () => Promise<unknown>, ms: number): Promise<void> {
-  const until = performance.now() + ms;
-  for (;;) {
-    try {
-      await fn();
-      return;
-    } catch (error) {
-      if (performance.now() > until) throw error;
-      await sleep(200);
-    }
-  }
 }
 
 interface Opened {
