@@ -15,6 +15,7 @@ import {
   type KVError,
   type KVPair,
   LockLostError,
+  monotonicNow,
   type PrimitiveReadOptions,
   type PrimitiveWriteOptions,
   type RawPair,
@@ -591,7 +592,7 @@ export class EtcdStore extends BaseStore {
     for (;;) {
       if (request.signal.aborted) throw abortError(request.signal);
       // Monotonic: the loss deadline is a duration from here, immune to wall-clock jumps.
-      const grantedAt = performance.now();
+      const grantedAt = monotonicNow();
       // lock(): the ttl lease and the queue lease, in one round trip.
       const granted = await Promise.allSettled([
         this.grant(seconds),

@@ -1,4 +1,4 @@
-import { abortError } from '@kv/core';
+import { abortError, monotonicNow } from '@kv/core';
 import { castGrpcError, type Etcd3, EtcdInvalidAuthTokenError } from 'etcd3';
 import { invalidateAuth } from './etcd-client.js';
 import { num } from './etcd-keys.js';
@@ -45,7 +45,7 @@ interface Kept {
   readonly interval: number;
   readonly onLost: ((why: string) => void) | undefined;
   /**
-   * `performance.now()` (monotonic) when the last keep-alive the server
+   * `monotonicNow()` (monotonic) when the last keep-alive the server
    * confirmed was sent: the lease runs at least ttl from it.
    */
   confirmedSentAt: number;
@@ -69,7 +69,7 @@ export class LeaseKeeper {
   ) {}
 
   /**
-   * `since`: when the lease was granted or last renewed (`performance.now()`
+   * `since`: when the lease was granted or last renewed (`monotonicNow()`
    * before that request was sent). `interval`: ms between keep-alives
    * (default a third of the ttl).
    */
@@ -77,7 +77,7 @@ export class LeaseKeeper {
     id: string,
     ttlSeconds: number,
     onLost?: (why: string) => void,
-    since = performance.now(),
+    since = monotonicNow(),
     interval = (ttlSeconds * 1000) / 3,
   ): void {
     if (this.stopped) return;
@@ -91,10 +91,10 @@ export class LeaseKeeper {
       renewing: undefined,
     };
     this.kept.set(id, entry);
-    this.schedule(id, entry, Math.max(0, since + interval - performance.now()));
+    this.schedule(id, entry, Math.max(0, since + interval - monotonicNow()));
   }
 
-  /** When (`performance.now()`) the last confirmed renewal of `id` was sent, if it is kept. */
+  /** When (`monotonicNow()`) the last confirmed renewal of `id` was sent, if it is kept. */
   confirmedSentAt(id: string): number | undefined {
     return this.kept.get(id)?.confirmedSentAt;
   }
@@ -132,7 +132,7 @@ export class LeaseKeeper {
     const timer = setTimeout(() => attempt.abort(), Math.min(this.requestTimeout, entry.ttlSeconds * 500));
     timer.unref();
     try {
-      const sentAt = performance.now();
+      const sentAt = monotonicNow();
       const ttl = await keepAliveOnce(this.client, id, attempt.signal);
       if (this.kept.get(id) !== entry) return;
       if (ttl <= 0) {

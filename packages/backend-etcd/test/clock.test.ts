@@ -1,7 +1,7 @@
 import type { AcquiredLock, AcquireRequest } from '@kv/core';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import type { EtcdStore } from '../src/index.js';
-import { openTestStore, sharedEtcd } from './helpers.js';
+import { openTestStore, sharedEtcd, untilWaiters } from './helpers.js';
 
 const etcd = await sharedEtcd();
 
@@ -38,7 +38,7 @@ describe.skipIf(etcd.skip !== false)('etcd: durations use the monotonic clock', 
 
     const queuedAt = performance.now();
     const waiting = acquireOf(b)(key, request(true));
-    await new Promise((resolve) => setTimeout(resolve, 200));
+    await untilWaiters(a, 'clock/lock', 2); // b is in the queue behind a
     await first?.release(new AbortController().signal);
     const second = await waiting;
     const got = performance.now();

@@ -111,3 +111,26 @@ export class Pull<T> {
     await this.iterator.return?.();
   }
 }
+
+/** The waiter keys of a lock (user `key`) in etcd, with their create revision and lease. */
+export async function waiters(
+  store: EtcdStore,
+  key: string,
+): Promise<{ key: string; createRevision: number; lease: string }[]> {
+  const base = `${store.prefix}/${key}\u0001lock/`;
+  const kvs = await store.client.getAll().prefix(base).exec();
+  return kvs.kvs.map((kv) => ({
+    key: kv.key.toString(),
+    createRevision: Number(kv.create_revision),
+    lease: String(kv.lease),
+  }));
+}
+
+/** Resolves once `count` waiters (the holder included) are queued on `key`. */
+export async function untilWaiters(store: EtcdStore, key: string, count: number): Promise<void> {
+  const end = performance.now() + 15_000;
+  while ((await waiters(store, key)).length < count) {
+    if (performance.now() > end) throw new Error(`${count} waiters on ${key}: not within 15 s`);
+    await new Promise((resolve) => setTimeout(resolve, 5));
+  }
+}

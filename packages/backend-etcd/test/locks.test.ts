@@ -4,23 +4,11 @@ import { fileURLToPath } from 'node:url';
 import { LockLostError } from '@kv/core';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import type { EtcdStore } from '../src/index.js';
-import { openTestStore, privateEtcd, sharedEtcd, text, within } from './helpers.js';
+import { openTestStore, privateEtcd, sharedEtcd, text, untilWaiters, waiters, within } from './helpers.js';
 
 const etcd = await sharedEtcd();
 
 /** The lock's helper keys, raw: `<prefix>/<key>\u0001lock/<lease hex>`. */
-async function waiters(
-  store: EtcdStore,
-  key: string,
-): Promise<{ key: string; createRevision: number; lease: string }[]> {
-  const base = `${store.prefix}/${key}\u0001lock/`;
-  const kvs = await store.client.getAll().prefix(base).exec();
-  return kvs.kvs.map((kv) => ({
-    key: kv.key.toString(),
-    createRevision: Number(kv.create_revision),
-    lease: String(kv.lease),
-  }));
-}
 
 function lostReason(signal: AbortSignal): Promise<unknown> {
   return new Promise((resolve) => {
@@ -174,14 +162,6 @@ async function queueInChild(store: EtcdStore, key: string, ttl: number) {
     'the waiter process starting',
   );
   return { child, exited };
-}
-
-async function untilWaiters(store: EtcdStore, key: string, count: number): Promise<void> {
-  const end = performance.now() + 15_000;
-  while ((await waiters(store, key)).length < count) {
-    if (performance.now() > end) throw new Error(`${count} waiters on ${key}: not within 15 s`);
-    await new Promise((resolve) => setTimeout(resolve, 5));
-  }
 }
 
 describe.skipIf(etcd.skip !== false)('etcd locks: a waiter that dies in the queue', () => {

@@ -15,6 +15,7 @@ import {
   KeyNotFoundError,
   KVError,
   LockLostError,
+  monotonicNow,
   PermissionDeniedError,
   type PrimitiveReadOptions,
   type PrimitiveWriteOptions,
@@ -703,7 +704,7 @@ export class RedisStore extends BaseStore {
         let reply: [number, number];
         // The server's PX clock starts after this: the loss deadline counts from here. Monotonic
         // (the core's clock for lock deadlines): a wall-clock step must not stretch the deadline.
-        const sentAt = performance.now();
+        const sentAt = monotonicNow();
         try {
           reply = await this.script<[number, number]>(
             'lock',
@@ -728,9 +729,9 @@ export class RedisStore extends BaseStore {
         }
         if (!feed) return null;
         // Held: wait for the key to change or expire, or for the holder's ttl at the latest.
-        const until = performance.now() + (n >= 0 ? n + 2 : 1_000);
+        const until = monotonicNow() + (n >= 0 ? n + 2 : 1_000);
         for (;;) {
-          const item = await feed.next(signal, until - performance.now());
+          const item = await feed.next(signal, until - monotonicNow());
           if (item === undefined) break;
           if (item.kind === 'fail') throw item.error;
           if (item.kind !== 'skip') break;

@@ -12,6 +12,7 @@ import {
   KeyNotFoundError,
   type KVError,
   LockLostError,
+  monotonicNow,
   PermissionDeniedError,
   type PrimitiveReadOptions,
   type PrimitiveWriteOptions,
@@ -398,9 +399,9 @@ export class SqliteStore extends BaseStore {
     if (this.keepAlive.size === 0 || this.closed) return;
     const interval = Math.max(10, Math.floor(Math.min(...this.keepAlive.values()) / 3));
     // Re-arm only for a key that needs an earlier renewal: constant puts must not postpone renewals.
-    if (this.keepAliveTimer && this.keepAliveDue <= performance.now() + interval) return;
+    if (this.keepAliveTimer && this.keepAliveDue <= monotonicNow() + interval) return;
     clearTimeout(this.keepAliveTimer);
-    this.keepAliveDue = performance.now() + interval;
+    this.keepAliveDue = monotonicNow() + interval;
     this.keepAliveTimer = setTimeout(() => {
       this.keepAliveTimer = undefined;
       this.renewKeepAlive();
@@ -650,7 +651,7 @@ export class SqliteStore extends BaseStore {
         if (signal.aborted) throw abortError(signal);
         const seen = this.notifier.generation;
         // Monotonic, taken before the write that may win: the loss deadline counts from here.
-        const sentAt = performance.now();
+        const sentAt = monotonicNow();
         const outcome = this.write<{ heldUntil: number } | { token: number }>((now) => {
           this.stmt.purgeWaiters.run({ key, now });
           const row = this.stmt.lockRow.get({ key });
