@@ -611,7 +611,8 @@ export class SqliteStore extends BaseStore {
 
   /** While anyone watches, expired keys are purged when they expire, so their deletes reach the watchers. */
   private scheduleSweep(): void {
-    if (!this.pollTimer || this.closed) return;
+    // `db.open` is false once the connection is gone underneath the store (a crashed process, in tests).
+    if (!this.pollTimer || this.closed || !this.db.open) return;
     const at = this.stmt.nextExpiry.get()?.at ?? null;
     if (this.sweepTimer) clearTimeout(this.sweepTimer);
     const wait = at === null ? 1_000 : Math.min(1_000, Math.max(0, at - Date.now()));

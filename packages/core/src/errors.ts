@@ -19,7 +19,9 @@ export type KVErrorCode =
   | 'PERMISSION_DENIED'
   | 'LOCK_LOST'
   | 'CLOSED'
-  | 'UNKNOWN_BACKEND';
+  | 'UNKNOWN_BACKEND'
+  | 'INTEGRITY'
+  | 'INVALID_VALUE';
 
 const MARKER = Symbol.for('@kv/core.KVError');
 
@@ -184,6 +186,35 @@ export class UnknownBackendError extends KVError {
     this.registered = registered;
   }
   static override isInstance = codeCheck<UnknownBackendError>('UNKNOWN_BACKEND');
+}
+
+/**
+ * A stored value failed its integrity check: an `encrypted()` store could not
+ * authenticate it (wrong or unknown key, a changed byte, a value copied from
+ * another key). The message names the key and the key id, never a secret.
+ */
+export class IntegrityError extends KVError {
+  readonly key: string;
+  constructor(key: string, reason: string, options?: KVErrorOptions) {
+    super('INTEGRITY', `value of ${JSON.stringify(key)} failed its integrity check: ${reason}`, options);
+    this.key = key;
+  }
+  static override isInstance = codeCheck<IntegrityError>('INTEGRITY');
+}
+
+/**
+ * A value did not pass a `typed()` store's codec or schema: refused by a
+ * write, or found stored by a read. `issues` are the schema's messages.
+ */
+export class InvalidValueError extends KVError {
+  readonly key: string;
+  readonly issues: readonly string[];
+  constructor(key: string, issues: readonly string[], options?: KVErrorOptions) {
+    super('INVALID_VALUE', `invalid value for ${JSON.stringify(key)}: ${issues.join('; ')}`, options);
+    this.key = key;
+    this.issues = issues;
+  }
+  static override isInstance = codeCheck<InvalidValueError>('INVALID_VALUE');
 }
 
 /**

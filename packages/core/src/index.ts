@@ -12,12 +12,26 @@ export {
 } from './base-store.js';
 export { backoff, delay, MAX_TIMER_MS } from './call.js';
 export { Channel, type ChannelOptions, DEFAULT_CHANNEL_LIMIT, WATCH_BUFFER_BYTES } from './channel.js';
+export { type Member, members, type RegisterOptions, type Registration, register } from './discovery.js';
+export { type CampaignOptions, campaign, type Leader, type Leadership, observe } from './election.js';
+export {
+  EncryptedStore,
+  type EncryptionOptions,
+  encrypted,
+  encryptionOverhead,
+  keyFromPassphrase,
+  passphraseKey,
+  type RotateResult,
+  storedSalt,
+} from './encrypted.js';
 export {
   AuthenticationError,
   abortError,
   ClosedError,
+  IntegrityError,
   InvalidArgumentError,
   InvalidKeyError,
+  InvalidValueError,
   isAbortError,
   KeyExistsError,
   KeyModifiedError,
@@ -46,6 +60,18 @@ export {
   resolveConfig,
 } from './registry.js';
 export type { RawTreeChange, RawTreeUpdate } from './tree-state.js';
+export {
+  type Codec,
+  CodecError,
+  json,
+  type Previous,
+  type StandardSchemaV1,
+  type TypedPair,
+  TypedStore,
+  type TypedTreeChange,
+  type TypedTreeEvent,
+  typed,
+} from './typed.js';
 export type {
   BackendDefinition,
   BackendOptions,
@@ -67,3 +93,4 @@ export type {
   Value,
   WriteOptions,
 } from './types.js';
+export { WrappedStore } from './wrapped-store.js';

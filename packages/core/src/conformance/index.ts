@@ -19,6 +19,13 @@ import { TestEnv } from './harness.js';
 import { kvCases } from './kv-cases.js';
 import { lifecycleCases } from './lifecycle-cases.js';
 import { lockCases } from './lock-cases.js';
+import {
+  discoveryCases,
+  electionCases,
+  encryptedCases,
+  recipeUnsupportedCases,
+  typedCases,
+} from './recipe-cases.js';
 import { defaultResultsDir, ResultBook, writeResults } from './results.js';
 import { ttlCases } from './ttl-cases.js';
 import { watchCases } from './watch-cases.js';
@@ -220,6 +227,11 @@ export function describeConformance(options: ConformanceOptions): void {
     describe('linearizability', () => linearizabilityCase(define));
     describe('locks under faults', () => fencedLockCase(define));
     describe('fuzzed input', () => fuzzCases(define));
+    describe('recipes: encrypted values', () => encryptedCases(define));
+    describe('recipes: typed values', () => typedCases(define));
+    describe('recipes: leader election', () => electionCases(define));
+    describe('recipes: service discovery', () => discoveryCases(define));
+    describe('recipes: not supported', () => recipeUnsupportedCases(define));
   });
 }
 

@@ -29,6 +29,12 @@ export const ROWS = [
   { id: 'linearizable', call: 'Linearizable (checked history)' },
   { id: 'fencedLocks', call: 'Locks under faults (fenced)' },
   { id: 'fuzz', call: 'Fuzzed keys, values, options, URLs' },
+  { id: 'encrypted', call: 'Recipe: encrypted() values' },
+  { id: 'typed', call: 'Recipe: typed() values' },
+  { id: 'election', call: 'Recipe: leader election', capability: 'lock' },
+  { id: 'electionFailover', call: 'Recipe: election failover across processes', capability: 'lock' },
+  { id: 'discovery', call: 'Recipe: service discovery', capability: 'keepAlive' },
+  { id: 'discoveryProcesses', call: 'Recipe: discovery across processes', capability: 'keepAlive' },
 ] as const satisfies readonly { id: string; call: string; capability?: CapabilityName }[];
 
 export type RowId = (typeof ROWS)[number]['id'];
