@@ -42,5 +42,10 @@ describeConformance({
   crash: (store) => {
     if (store instanceof EtcdStore) store.client.close();
   },
+  // The multi-process recipe cases: child processes open the same server by URL.
+  processes: {
+    url: (prefix) => `etcd://${etcd.endpoints.join(',')}/${prefix}`,
+    imports: ['@kv/backend-etcd'],
+  },
   ...(faults ? { faults: { ...faults, ...(cluster ? { cluster } : {}) } } : {}),
 });

@@ -25,5 +25,10 @@ describeConformance({
   crash: (store) => {
     if (store instanceof RedisStore) store.client.destroy();
   },
+  // The multi-process recipe cases: child processes open the same server by URL.
+  processes: {
+    url: (prefix) => `redis://${redis.endpoints.join(',')}/${prefix}`,
+    imports: ['@kv/backend-redis'],
+  },
   ...(faults ? { faults } : {}),
 });

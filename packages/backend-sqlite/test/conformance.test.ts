@@ -22,4 +22,9 @@ describeConformance({
   crash: (store) => {
     (store as SqliteStore).db.close();
   },
+  // The multi-process recipe cases: child processes open the same file.
+  processes: {
+    url: (prefix) => `sqlite:${path}?prefix=${encodeURIComponent(prefix)}`,
+    imports: ['@kv/backend-sqlite'],
+  },
 });

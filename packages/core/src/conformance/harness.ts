@@ -7,6 +7,7 @@ import {
   type Store,
   type TreeEvent,
 } from '../index.js';
+import type { ProcessOptions } from './recipe-process-cases.js';
 import type { RowId } from './results.js';
 
 /** The capabilities that gate tests (the boolean ones). */
@@ -28,6 +29,8 @@ export interface Settings {
   readonly slack: number;
   readonly crash: ((store: Store) => Promise<void> | void) | undefined;
   readonly faults: FaultHooks | undefined;
+  /** How child processes open the same store (the multi-process recipe cases). */
+  readonly processes: ProcessOptions | undefined;
 }
 
 /** A store whose link to its server a test can cut and heal. */
@@ -85,6 +88,8 @@ export interface CaseSpec {
   readonly needsCrash?: boolean;
   /** Runs only when the backend's fault hooks include this one. */
   readonly needsFault?: 'openPartitionable' | 'restart' | 'cluster';
+  /** Runs only when the backend passed a `processes` option (child processes open the same store). */
+  readonly needsProcesses?: boolean;
   /** ms, from the capabilities; the default is 30 s (times `timeScale`). */
   readonly timeout?: (caps: Capabilities, settings: Settings) => number;
 }
@@ -422,6 +427,8 @@ export interface EnvHost {
   readonly open: (prefix: string) => Promise<Store>;
   /** Removes everything under the test's prefix. */
   readonly wipe: () => Promise<void>;
+  /** Records a measurement or remark in the test's result (e.g. a failover time). */
+  readonly note?: (text: string) => void;
 }
 
 /**
@@ -437,6 +444,7 @@ export class TestEnv {
   private readonly host: EnvHost;
   private readonly stores: Store[] = [];
   private readonly readers: Reader<unknown>[] = [];
+  private readonly cleanups: (() => Promise<unknown> | unknown)[] = [];
   private readonly rows: Set<RowId>;
   private main: Store | undefined;
 
@@ -470,6 +478,17 @@ export class TestEnv {
     return Promise.all(range(n).map(() => this.open()));
   }
 
+  /** Runs `fn` first when the test ends (kill child processes, stop iterators). */
+  onCleanup(fn: () => Promise<unknown> | unknown): void {
+    this.cleanups.push(fn);
+  }
+
+  /** Records a measurement in the results file (`notes` of this test) and prints it. */
+  note(text: string): void {
+    this.host.note?.(text);
+    console.info(`[conformance] ${text}`);
+  }
+
   /** Marks more matrix rows as exercised by this test. */
   tag(...rows: RowId[]): void {
     for (const row of rows) this.rows.add(row);
@@ -499,6 +518,13 @@ export class TestEnv {
   /** Closes readers and stores, then wipes the prefix. Throws the first failure. */
   async cleanup(): Promise<void> {
     const problems: unknown[] = [];
+    for (const fn of this.cleanups.splice(0).reverse()) {
+      try {
+        await fn();
+      } catch (error) {
+        problems.push(error);
+      }
+    }
     await Promise.all(this.readers.map((r) => r.close()));
     const bound = 10_000 * this.settings.timeScale;
     await Promise.all(

@@ -26,6 +26,7 @@ import {
   recipeUnsupportedCases,
   typedCases,
 } from './recipe-cases.js';
+import { type ProcessOptions, recipeProcessCases } from './recipe-process-cases.js';
 import { defaultResultsDir, ResultBook, writeResults } from './results.js';
 import { ttlCases } from './ttl-cases.js';
 import { watchCases } from './watch-cases.js';
@@ -36,6 +37,7 @@ export {
   type FaultHooks,
   type PartitionableStore,
 } from './harness.js';
+export type { ProcessOptions } from './recipe-process-cases.js';
 export {
   type ConformanceResults,
   ROWS,
@@ -76,6 +78,14 @@ export interface ConformanceOptions {
    * them the fault rows of the matrix stay "untested".
    */
   faults?: FaultHooks;
+  /**
+   * How a child process opens the same store, for the multi-process recipe
+   * cases (three election candidates in three processes, the leader
+   * SIGKILLed; discovery members in several processes). Without it their
+   * matrix rows stay "untested". E.g. for SQLite:
+   * `{ url: (prefix) => \`sqlite:${path}?prefix=${prefix}\`, imports: ['@kv/backend-sqlite'] }`.
+   */
+  processes?: ProcessOptions;
   /** Whether to write the results file (default true). The kit's own tests of reference stores pass false or a `resultsDir` of their own. */
   record?: boolean;
   /** Where the results file goes; default `$KV_RESULTS_DIR`, else `<repo root>/.kv-test-results`. */
@@ -142,7 +152,13 @@ export function describeConformance(options: ConformanceOptions): void {
         ResultBook.start(entry);
         const n = ++suite.counter;
         const env = new TestEnv(
-          { caps, settings, open: options.open, wipe: () => admin.deleteTree(String(n)) },
+          {
+            caps,
+            settings,
+            open: options.open,
+            wipe: () => admin.deleteTree(String(n)),
+            note: (text) => ResultBook.note(entry, text),
+          },
           `${root}/${n}`,
           entry.rows,
         );
@@ -232,6 +248,7 @@ export function describeConformance(options: ConformanceOptions): void {
     describe('recipes: leader election', () => electionCases(define));
     describe('recipes: service discovery', () => discoveryCases(define));
     describe('recipes: not supported', () => recipeUnsupportedCases(define));
+    describe('recipes: across processes', () => recipeProcessCases(define));
   });
 }
 
@@ -246,6 +263,7 @@ function settingsFor(caps: Capabilities, options: ConformanceOptions, timeScale:
     slack: 500 * timeScale,
     crash: options.crash,
     faults: options.faults,
+    processes: options.processes,
   };
 }
 
@@ -263,6 +281,7 @@ function skipReason(
   if (spec.needsCrash && !settings.crash) return 'no crash option given';
   if (spec.needsFault && !settings.faults?.[spec.needsFault])
     return `no faults.${spec.needsFault} hook given`;
+  if (spec.needsProcesses && !settings.processes) return 'no processes option given';
   return undefined;
 }
 

@@ -52,6 +52,8 @@ export interface TestResult {
   readonly state: TestState;
   readonly durationMs?: number;
   readonly error?: string;
+  /** Measurements the test recorded (e.g. a failover time). */
+  readonly notes?: string[];
 }
 
 export interface RowResult {
@@ -87,6 +89,7 @@ interface Entry {
   started?: number;
   durationMs?: number;
   error?: string;
+  notes?: string[];
 }
 
 /**
@@ -112,6 +115,11 @@ export class ResultBook {
     delete entry.error;
   }
 
+  static note(entry: Entry, text: string): void {
+    entry.notes ??= [];
+    entry.notes.push(text);
+  }
+
   static finish(entry: Entry, state: 'pass' | 'fail' | 'skip', error?: unknown): void {
     entry.state = state;
     if (entry.started !== undefined) entry.durationMs = performance.now() - entry.started;
@@ -129,6 +137,7 @@ export class ResultBook {
         state,
         ...(e.durationMs === undefined ? {} : { durationMs: e.durationMs }),
         ...(error === undefined ? {} : { error }),
+        ...(e.notes === undefined ? {} : { notes: e.notes }),
       };
     });
     const openMessage =
