@@ -495,14 +495,14 @@ export function memberLostCase(define: Define): void {
   );
 }
 
-interface Opened {
+export interface Opened {
   plain(hooks: FaultHooks): Promise<Store>;
   partitionable(hooks: FaultHooks): Promise<PartitionableStore>;
   reader(store: Store, key: string, timeout: number): Reader<KVPair | null>;
 }
 
 /** Opens stores on the fault server under the test's prefix, and closes them (healed) at the end. */
-async function withFaultStores(
+export async function withFaultStores(
   t: TestEnv,
   body: (hooks: FaultHooks, opened: Opened) => Promise<void>,
 ): Promise<void> {

@@ -23,6 +23,7 @@ import {
   discoveryCases,
   electionCases,
   encryptedCases,
+  recipeFaultCases,
   recipeUnsupportedCases,
   typedCases,
 } from './recipe-cases.js';
@@ -249,6 +250,7 @@ export function describeConformance(options: ConformanceOptions): void {
     describe('recipes: service discovery', () => discoveryCases(define));
     describe('recipes: not supported', () => recipeUnsupportedCases(define));
     describe('recipes: across processes', () => recipeProcessCases(define));
+    describe('recipes: under faults', () => recipeFaultCases(define));
   });
 }
 

@@ -25,6 +25,7 @@ import {
   typed,
   ValueTooLargeError,
 } from '../index.js';
+import { withFaultStores } from './fault-cases.js';
 import {
   type Define,
   expectAbort,
@@ -524,5 +525,78 @@ export function recipeUnsupportedCases(define: Define): void {
       await expectKVError(() => register(t.store, 'svc', { id: 'a' }), NotSupportedError, 'register');
       expect(await t.store.exists('svc/a')).toBe(false);
     },
+  );
+}
+
+/** The recipes under a real partition, on the backend's fault server. */
+export function recipeFaultCases(define: Define): void {
+  define(
+    'discovery under a partition: the cut member expires for the others, and registers again once healed',
+    {
+      rows: ['discovery', 'partition'],
+      requires: ['keepAlive', 'watchTree', 'watch'],
+      needsFault: 'openPartitionable',
+      timeout: (caps, s) => 90_000 + 4 * (s.ttl + caps.ttlGranularity + s.slack),
+    },
+    (t) =>
+      withFaultStores(t, async (hooks, opened) => {
+        const cut = await opened.partitionable(hooks);
+        const other = await opened.plain(hooks);
+        const ttl = t.settings.ttl;
+        const reg = await register(cut.store, 'svc', { id: 'cut', value: 'v', ttl });
+        t.onCleanup(() => reg.close().catch(() => {}));
+        const list = new Reader<Member[]>(() => members(other, 'svc'), 'members', t.settings.eventTimeout);
+        t.onCleanup(() => list.close());
+        const until = async (ids: string[], ms: number) => {
+          for (;;) {
+            const got = (await list.next(ms)).map((m) => m.id);
+            if (JSON.stringify(got) === JSON.stringify(ids)) return;
+          }
+        };
+        await until(['cut'], t.settings.eventTimeout);
+        const cutAt = performance.now();
+        await cut.partition();
+        await until([], ttl + t.caps.ttlGranularity + t.settings.slack + t.settings.eventTimeout);
+        expect(performance.now() - cutAt, 'the cut member expires within ttl').toBeLessThan(
+          ttl + t.caps.ttlGranularity + t.settings.slack,
+        );
+        await cut.heal();
+        // Reconnects back off (up to a few seconds): allow for that, then the entry must be back.
+        await until(['cut'], 30_000 * t.settings.timeScale);
+        expect(text((await other.get('svc/cut')).value)).toBe('v');
+      }),
+  );
+
+  define(
+    'election under a partition: the cut leader sees lost abort before another candidate leads',
+    {
+      rows: ['election', 'partition'],
+      requires: ['lock', 'watch'],
+      needsFault: 'openPartitionable',
+      timeout: (caps, s) => 90_000 + 3 * (s.lockTtl + caps.ttlGranularity + s.slack),
+    },
+    (t) =>
+      withFaultStores(t, async (hooks, opened) => {
+        const cut = await opened.partitionable(hooks);
+        const other = await opened.plain(hooks);
+        const ttl = t.settings.lockTtl;
+        const first = await campaign(cut.store, 'leader', { value: 'cut', ttl });
+        let lostAt: number | undefined;
+        first.lost.addEventListener('abort', () => {
+          lostAt = performance.now();
+        });
+        const waiting = campaign(other, 'leader', { value: 'other', ttl });
+        await cut.partition();
+        const second = await within(
+          waiting,
+          ttl + t.caps.ttlGranularity + t.settings.slack + t.settings.eventTimeout,
+          'the other candidate leads after the leader was cut off',
+        );
+        const ledAt = performance.now();
+        expect(lostAt, 'the cut leader saw lost abort').toBeDefined();
+        expect(lostAt as number, 'lost aborted before the other led').toBeLessThanOrEqual(ledAt);
+        expect(second.fencingToken).toBeGreaterThan(first.fencingToken);
+        await second.resign();
+      }),
   );
 }
