@@ -57,9 +57,21 @@ export interface ClusterFaultHooksFor<S> {
   start(member: number): Promise<void>;
   freeze(member: number): Promise<void>;
   thaw(member: number): Promise<void>;
+  /** With an isolated cluster (`handle.net`): a store on one member's endpoint only. */
+  openOn?(member: number, prefix: string): Promise<S>;
+  /** Cuts the member from every other member (its clients still reach it). */
+  isolate?(member: number): Promise<void>;
+  /** Cuts the clients (this process) from the member (it still reaches the others). */
+  partitionClients?(member: number): Promise<void>;
+  /** Heals every link cut. */
+  healAll?(): Promise<void>;
 }
 
-/** Cluster hooks for the kit: members by index; `open` gets every member's endpoint. */
+/**
+ * Cluster hooks for the kit: members by index; `open` gets every member's
+ * endpoint. A cluster launched with `isolated: true` also gives the link
+ * hooks (`openOn`, `isolate`, `partitionClients`, `healAll`).
+ */
 export function clusterFaultHooks<S>(
   cluster: ClusterHandle,
   requestTimeout: number,
@@ -70,6 +82,7 @@ export function clusterFaultHooks<S>(
     if (!m) throw new Error(`${cluster.name} has no member ${i}`);
     return m;
   };
+  const { net } = cluster;
   return {
     members: cluster.members.length,
     requestTimeout,
@@ -86,5 +99,13 @@ export function clusterFaultHooks<S>(
     thaw: async (i) => {
       member(i).thaw();
     },
+    ...(net
+      ? {
+          openOn: (i: number, prefix: string) => open([...member(i).endpoints], prefix),
+          isolate: (i: number) => net.isolate(i),
+          partitionClients: (i: number) => net.cut('clients', i),
+          healAll: () => net.healAll(),
+        }
+      : {}),
   };
 }
