@@ -184,10 +184,22 @@ export function linearizabilityCase(define: Define): void {
             await cut.heal();
           }
         })();
+        const started = performance.now();
         await Promise.all(stores.map((store, c) => runClient(store, c, until, history)));
         await nemesis;
         const result = checkKVHistory(history);
-        const summary = `${history.length} operations (${history.filter((o) => o.ret === Number.POSITIVE_INFINITY).length} of unknown outcome), ${faults} partitions, ${result.visited} states searched`;
+        const unknown = history.filter((o) => o.ret === Number.POSITIVE_INFINITY).length;
+        const summary = `${history.length} operations (${unknown} of unknown outcome), ${faults} partitions, ${result.visited} states searched`;
+        t.recordHistory({
+          checker: 'linearizable',
+          operations: history.length,
+          unknown,
+          faults,
+          faultKinds: faults > 0 ? ['client link black-holed'] : [],
+          result: result.inconclusive ? 'inconclusive' : result.ok ? 'ok' : 'violation',
+          durationMs: Math.round(performance.now() - started),
+          detail: `${result.visited} states searched${result.ok ? '' : `; failed on key ${result.failedKey}`}`,
+        });
         if (process.env.KV_CONFORMANCE_VERBOSE) console.info(`linearizability: ${summary}`);
         expect(result.inconclusive, summary).toBeUndefined();
         expect(result.ok, `not linearizable on key ${result.failedKey}: ${summary}`).toBe(true);
@@ -283,6 +295,17 @@ export function fencedLockCase(define: Define): void {
         );
         await nemesis;
         holds.sort((a, b) => a.start - b.start);
+        const overlapping = holds.filter((h, i) => i > 0 && h.start < (holds[i - 1] as typeof h).end).length;
+        const shrinking = holds.filter((h, i) => i > 0 && h.token <= (holds[i - 1] as typeof h).token).length;
+        t.recordHistory({
+          checker: 'locks',
+          operations: holds.length,
+          faults,
+          faultKinds: ['client link black-holed past the lock ttl'],
+          result: overlapping + shrinking + refusedLive.length === 0 ? 'ok' : 'violation',
+          durationMs: Math.round(FENCED_RUN_MS * t.settings.timeScale),
+          detail: `${writes} fenced writes; ${overlapping} overlapping holds, ${shrinking} tokens not growing, ${refusedLive.length} live holders refused`,
+        });
         for (let i = 1; i < holds.length; i++) {
           const prev = holds[i - 1] as (typeof holds)[number];
           const next = holds[i] as (typeof holds)[number];
@@ -313,7 +336,13 @@ const FENCED_RUN_MS = 10_000;
 
 const LIN_KEYS = ['a', 'b', 'c'];
 
-async function runClient(store: Store, client: number, until: number, history: KVOperation[]): Promise<void> {
+/** One client of the linearizability workload: random calls on `LIN_KEYS` until `until`, recorded in `history`. */
+export async function runClient(
+  store: Store,
+  client: number,
+  until: number,
+  history: KVOperation[],
+): Promise<void> {
   const pairs = new Map<string, KVPair | null>();
   let n = 0;
   // Paced so the operations spread over the whole run, through the nemesis's partitions.
@@ -436,6 +465,9 @@ export function memberLostCase(define: Define): void {
       const stores: Store[] = [];
       const readers: Reader<unknown>[] = [];
       const bound = cluster.requestTimeout + t.settings.slack * 2;
+      let callCount = 0;
+      let unavailable = 0;
+      const began = performance.now();
       try {
         const writer = await cluster.open(t.prefix);
         stores.push(writer);
@@ -459,8 +491,10 @@ export function memberLostCase(define: Define): void {
               `${round}: a call hung`,
             );
             const took = performance.now() - started;
+            callCount++;
             if (result.ok) ok++;
             else if (!UnavailableError.isInstance(result.error)) throw result.error;
+            else unavailable++;
             expect(took, `${round}: a put and a get took ${Math.round(took)} ms`).toBeLessThan(bound * 2);
           }
           return ok;
@@ -487,6 +521,17 @@ export function memberLostCase(define: Define): void {
         }
         await retry(() => writer.put('m', 'final'), 30_000);
         await untilFinal('final');
+        t.recordHistory({
+          checker: 'calls',
+          operations: callCount,
+          unknown: unavailable,
+          faults: 2,
+          faultKinds: ['member killed', 'member frozen'],
+          result: 'ok',
+          durationMs: Math.round(performance.now() - began),
+          detail:
+            'every put+get settled within 2 x (requestTimeout + slack); the watch saw both final states',
+        });
       } finally {
         await Promise.allSettled(readers.map((r) => r.close()));
         await Promise.allSettled(stores.map((s) => s.close()));
@@ -538,7 +583,7 @@ async function withFaultStores(
 }
 
 /** Retries `fn` until it resolves or `ms` pass (a server coming back); rethrows the last error. */
-async function retry<T>(fn: () => Promise<T>, ms: number): Promise<T> {
+export async function retry<T>(fn: () => Promise<T>, ms: number): Promise<T> {
   const until = performance.now() + ms;
   for (;;) {
     try {

@@ -7,7 +7,7 @@ import {
   type Store,
   type TreeEvent,
 } from '../index.js';
-import type { RowId } from './results.js';
+import type { CheckedHistory, RowId } from './results.js';
 
 /** The capabilities that gate tests (the boolean ones). */
 export type CapabilityName = 'watch' | 'watchTree' | 'lock' | 'ttl' | 'keepAlive' | 'consistentRead';
@@ -71,6 +71,14 @@ export interface ClusterFaultHooks {
   thaw(member: number): Promise<void>;
   /** ms: the `requestTimeout` of the stores `open` gives; every call must settle within it. */
   readonly requestTimeout: number;
+  /** Link hooks (all four, or none): a store on one member's endpoint only. */
+  openOn?(member: number, prefix: string): Promise<Store>;
+  /** Cuts the member from every other member (a minority of one); its clients still reach it. Black holes, not resets. */
+  isolate?(member: number): Promise<void>;
+  /** Cuts the clients (this process) from the member; it still reaches the other members. */
+  partitionClients?(member: number): Promise<void>;
+  /** Heals every link cut by `isolate` and `partitionClients`. */
+  healAll?(): Promise<void>;
 }
 
 /** What a test case declares about itself. */
@@ -84,7 +92,7 @@ export interface CaseSpec {
   /** Runs only when the backend passed a `crash` option. */
   readonly needsCrash?: boolean;
   /** Runs only when the backend's fault hooks include this one. */
-  readonly needsFault?: 'openPartitionable' | 'restart' | 'cluster';
+  readonly needsFault?: 'openPartitionable' | 'restart' | 'cluster' | 'clusterLinks';
   /** ms, from the capabilities; the default is 30 s (times `timeScale`). */
   readonly timeout?: (caps: Capabilities, settings: Settings) => number;
 }
@@ -422,6 +430,8 @@ export interface EnvHost {
   readonly open: (prefix: string) => Promise<Store>;
   /** Removes everything under the test's prefix. */
   readonly wipe: () => Promise<void>;
+  /** Keeps a checked history for the results file. */
+  readonly record?: (history: CheckedHistory) => void;
 }
 
 /**
@@ -468,6 +478,11 @@ export class TestEnv {
   /** Opens `n` more stores on the test's prefix. */
   openMany(n: number): Promise<Store[]> {
     return Promise.all(range(n).map(() => this.open()));
+  }
+
+  /** Records a history this test checked (operations, faults, result) in the results file. */
+  recordHistory(history: CheckedHistory): void {
+    this.host.record?.(history);
   }
 
   /** Marks more matrix rows as exercised by this test. */

@@ -19,6 +19,7 @@ import { TestEnv } from './harness.js';
 import { kvCases } from './kv-cases.js';
 import { lifecycleCases } from './lifecycle-cases.js';
 import { lockCases } from './lock-cases.js';
+import { clusterPartitionCases } from './partition-cases.js';
 import { defaultResultsDir, ResultBook, writeResults } from './results.js';
 import { ttlCases } from './ttl-cases.js';
 import { watchCases } from './watch-cases.js';
@@ -30,6 +31,7 @@ export {
   type PartitionableStore,
 } from './harness.js';
 export {
+  type CheckedHistory,
   type ConformanceResults,
   ROWS,
   type RowId,
@@ -135,7 +137,13 @@ export function describeConformance(options: ConformanceOptions): void {
         ResultBook.start(entry);
         const n = ++suite.counter;
         const env = new TestEnv(
-          { caps, settings, open: options.open, wipe: () => admin.deleteTree(String(n)) },
+          {
+            caps,
+            settings,
+            open: options.open,
+            wipe: () => admin.deleteTree(String(n)),
+            record: (history) => ResultBook.history(entry, history),
+          },
           `${root}/${n}`,
           entry.rows,
         );
@@ -217,6 +225,7 @@ export function describeConformance(options: ConformanceOptions): void {
     describe('prefixes, close, abort, capabilities', () => lifecycleCases(define));
     describe('faults: partitions and restarts', () => faultCases(define));
     describe('faults: a cluster member lost', () => memberLostCase(define));
+    describe('faults: cluster links cut', () => clusterPartitionCases(define));
     describe('linearizability', () => linearizabilityCase(define));
     describe('locks under faults', () => fencedLockCase(define));
     describe('fuzzed input', () => fuzzCases(define));
@@ -249,7 +258,11 @@ function skipReason(
   if (missing.length > 0) return `${name} declares ${missing.join(', ')}: false`;
   if (spec.unsupported && caps[spec.unsupported]) return `${name} supports ${spec.unsupported}`;
   if (spec.needsCrash && !settings.crash) return 'no crash option given';
-  if (spec.needsFault && !settings.faults?.[spec.needsFault])
+  if (spec.needsFault === 'clusterLinks') {
+    const c = settings.faults?.cluster;
+    if (!c?.openOn || !c.isolate || !c.partitionClients || !c.healAll)
+      return 'no faults.cluster link hooks (openOn, isolate, partitionClients, healAll) given';
+  } else if (spec.needsFault && !settings.faults?.[spec.needsFault])
     return `no faults.${spec.needsFault} hook given`;
   return undefined;
 }
