@@ -47,6 +47,8 @@ export interface TestResult {
   readonly state: TestState;
   readonly durationMs?: number;
   readonly error?: string;
+  /** The histories the test checked, if it records them. */
+  readonly histories?: CheckedHistory[];
 }
 
 /**
