@@ -60,4 +60,73 @@ describe('sqlite: a writer killed mid-transaction', () => {
       await store.close();
     }
   });
+
+  it('a writer killed during a deleteTree leaves the tree whole or gone, never half; kill after kill on one file', async () => {
+    const path = join(dir, 'trees.db');
+    // 2000 keys: the transaction takes a few ms, so a kill sent as it starts often lands inside it.
+    const size = 2_000;
+    const reported = new Map<number, string>();
+    let next = 0;
+    const killedDeleting = () => [...reported.values()].filter((step) => step === 'deleting').length;
+    for (let kill = 0; kill < 12 && killedDeleting() < 3; kill++) {
+      const child = spawn(process.execPath, [worker, 'trees', path, String(size), String(next)], {
+        stdio: ['ignore', 'pipe', 'pipe'],
+      });
+      let stderr = '';
+      child.stderr.on('data', (chunk) => {
+        stderr += chunk;
+      });
+      const exited = new Promise((resolve) => child.on('exit', resolve));
+      await new Promise<void>((resolve, reject) => {
+        const timer = setTimeout(() => reject(new Error(`the tree writer stalled; ${stderr}`)), 60_000);
+        let deletions = 0;
+        createInterface({ input: child.stdout }).on('line', (line) => {
+          const event = JSON.parse(line) as Record<string, number>;
+          const [step, round] = Object.entries(event)[0] as [string, number];
+          reported.set(round, step);
+          next = Math.max(next, round + 1);
+          // Kill as this process's second deletion starts.
+          if (step === 'deleting' && ++deletions === 2) {
+            clearTimeout(timer);
+            child.kill('SIGKILL');
+            resolve();
+          }
+        });
+      });
+      await exited;
+    }
+    const store = await createStore({ backend: 'sqlite', path, prefix: 'mp' });
+    try {
+      let whole = 0;
+      let gone = 0;
+      for (const [round, step] of [...reported].sort((a, b) => a[0] - b[0])) {
+        const left = (await store.list(`t/${round}`)).filter((p) => !p.key.endsWith('/kept'));
+        if (step === 'deleted' || step === 'kept') {
+          expect(left, `round ${round}: a reported deleteTree left keys behind`).toEqual([]);
+        } else if (step === 'filled') {
+          expect(left.length, `round ${round}: reported filled`).toBe(size);
+        } else if (step === 'deleting') {
+          // Killed during the transaction: all or nothing.
+          expect([0, size], `round ${round}: a deleteTree killed mid-way left ${left.length} keys`).toContain(
+            left.length,
+          );
+          if (left.length === 0) gone++;
+          else whole++;
+        }
+        for (const pair of left) {
+          expect(new TextDecoder().decode(pair.value)).toBe(`${round}:${pair.key.split('/').pop()}`);
+        }
+        if (step === 'kept') expect(await store.exists(`t/${round}/kept`), `round ${round}: kept`).toBe(true);
+      }
+      // Killed before it reported the deleteTree done: whole (the kill won) or gone (the commit won).
+      expect(
+        whole + gone,
+        `rounds killed during their deleteTree (${whole} whole, ${gone} gone)`,
+      ).toBeGreaterThanOrEqual(3);
+      await store.put('after', 'fine');
+      expect(new TextDecoder().decode((await store.get('after')).value)).toBe('fine');
+    } finally {
+      await store.close();
+    }
+  }, 120_000);
 });

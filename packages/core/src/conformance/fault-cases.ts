@@ -1,5 +1,6 @@
 import { expect } from 'vitest';
 import {
+  ClosedError,
   KeyExistsError,
   KeyModifiedError,
   KeyNotFoundError,
@@ -147,6 +148,57 @@ export function faultCases(define: Define): void {
         const again = (await retry(() => lock.lock(), 30_000)) as LockLease;
         expect(again.fencingToken, 'fencing token went backwards across the restart').toBeGreaterThan(token);
         await lock.unlock();
+      }),
+  );
+}
+
+/**
+ * An embedded store's "restart": every process using the data closed
+ * (`faults.reopen`), then new ones opened on it.
+ */
+export function reopenCase(define: Define): void {
+  define(
+    'every process closed and reopened: what was written is there, lastIndex and fencing tokens never go backwards, a stale CAS fails, a new watch yields the latest state',
+    {
+      rows: ['restart', 'atomicPut', 'lock', 'watch'],
+      requires: ['watch', 'lock'],
+      needsFault: 'reopen',
+      timeout: () => 60_000,
+    },
+    (t) =>
+      withFaultStores(t, async (hooks, opened) => {
+        const first = await opened.plain(hooks);
+        const other = await opened.plain(hooks);
+        const before = await first.atomicPut('r', 'before', null);
+        await other.put('kept', 'yes');
+        const lock = first.newLock('locks/r', { ttl: t.settings.lockTtl });
+        const token = (await lock.lock()).fencingToken;
+        await lock.unlock();
+        const reader = opened.reader(other, 'r', t.settings.eventTimeout);
+        expect(text(((await reader.next()) as KVPair).value)).toBe('before');
+        await (hooks.reopen as () => Promise<void>)();
+        await expectKVError(() => first.get('r'), ClosedError, 'a call on a store of a closed process');
+        // The watch of a closed process ends.
+        await reader.end();
+        const store = await opened.plain(hooks);
+        expect(text((await store.get('kept')).value), 'a write from before the reopen').toBe('yes');
+        expect(text((await store.get('r')).value)).toBe('before');
+        await store.put('r', 'after');
+        const after = await store.get('r');
+        expect(after.lastIndex, 'lastIndex went backwards across the reopen').toBeGreaterThan(
+          before.lastIndex,
+        );
+        await expectKVError(
+          () => store.atomicPut('r', 'stale', before),
+          KeyModifiedError,
+          'CAS with a pair read before the reopen',
+        );
+        const watcher = opened.reader(store, 'r', t.settings.eventTimeout);
+        expect(text(((await watcher.next()) as KVPair).value)).toBe('after');
+        const again = store.newLock('locks/r', { ttl: t.settings.lockTtl });
+        const lease = await again.lock();
+        expect(lease.fencingToken, 'fencing token went backwards across the reopen').toBeGreaterThan(token);
+        await again.unlock();
       }),
   );
 }

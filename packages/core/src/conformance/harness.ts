@@ -52,6 +52,12 @@ export interface FaultHooks {
   /** Restarts the fault server (keeping what its persistence keeps: maybe nothing); resolves once it serves again. */
   restart?(): Promise<void>;
   /**
+   * For an embedded store (no server to restart): closes every store `open`
+   * gave, as if every process using the data had exited; stores opened
+   * afterwards are the restarted processes.
+   */
+  reopen?(): Promise<void>;
+  /**
    * A cluster of the backend's own: `open(prefix)` of these hooks opens a
    * store on all its members, and the kit breaks one member at a time.
    */
@@ -92,7 +98,7 @@ export interface CaseSpec {
   /** Runs only when the backend passed a `crash` option. */
   readonly needsCrash?: boolean;
   /** Runs only when the backend's fault hooks include this one. */
-  readonly needsFault?: 'openPartitionable' | 'restart' | 'cluster' | 'clusterLinks';
+  readonly needsFault?: 'openPartitionable' | 'restart' | 'reopen' | 'cluster' | 'clusterLinks';
   /** ms, from the capabilities; the default is 30 s (times `timeScale`). */
   readonly timeout?: (caps: Capabilities, settings: Settings) => number;
 }

@@ -12,7 +12,13 @@
 import { afterAll, beforeAll, describe, it } from 'vitest';
 import type { Capabilities, Store } from '../index.js';
 import { casCases } from './cas-cases.js';
-import { faultCases, fencedLockCase, linearizabilityCase, memberLostCase } from './fault-cases.js';
+import {
+  faultCases,
+  fencedLockCase,
+  linearizabilityCase,
+  memberLostCase,
+  reopenCase,
+} from './fault-cases.js';
 import { fuzzCases } from './fuzz-cases.js';
 import type { CapabilityName, CaseBody, CaseSpec, Define, FaultHooks, Settings } from './harness.js';
 import { TestEnv } from './harness.js';
@@ -224,6 +230,7 @@ export function describeConformance(options: ConformanceOptions): void {
     describe('ttl and keepAlive', () => ttlCases(define));
     describe('prefixes, close, abort, capabilities', () => lifecycleCases(define));
     describe('faults: partitions and restarts', () => faultCases(define));
+    describe('faults: every process closed and reopened', () => reopenCase(define));
     describe('faults: a cluster member lost', () => memberLostCase(define));
     describe('faults: cluster links cut', () => clusterPartitionCases(define));
     describe('linearizability', () => linearizabilityCase(define));
