@@ -843,8 +843,11 @@ function zkSpec(
     jvmArgs: string[];
     args: string[];
     env: Record<string, string>;
+    /** Address to listen on (default 127.0.0.1). */
+    host?: string;
   },
 ): ProcessSpec {
+  const host = o.host ?? HOST;
   mkdirSync(o.dataDir, { recursive: true, mode: 0o700 });
   const cfg: Record<string, string> = {
     tickTime: '500',
@@ -854,7 +857,7 @@ function zkSpec(
     maxSessionTimeout: '60000',
     dataDir: o.dataDir,
     clientPort: String(o.clientPort),
-    clientPortAddress: HOST,
+    clientPortAddress: host,
     'admin.enableServer': 'false',
     '4lw.commands.whitelist': '*',
     maxClientCnxns: '0',
@@ -865,7 +868,7 @@ function zkSpec(
   const cfgFile = join(o.base, `${o.name}.cfg`);
   writeFileSync(cfgFile, `${lines.join('\n')}\n`);
   if (o.myId !== undefined) writeFileSync(join(o.dataDir, 'myid'), `${o.myId}\n`);
-  const endpoint = `${HOST}:${o.clientPort}`;
+  const endpoint = `${host}:${o.clientPort}`;
   return {
     kind: 'zookeeper',
     name: o.name,
@@ -937,7 +940,11 @@ export async function launchZooKeeper(
   }
 }
 
-/** A private ZooKeeper ensemble (3 members by default) on 127.0.0.1. */
+/**
+ * A private ZooKeeper ensemble (3 members by default) on 127.0.0.1, or, with
+ * `isolated: true`, each member in a network namespace of its own
+ * (`handle.net` cuts and heals the links between them).
+ */
 export async function launchZooKeeperEnsemble(
   opts: ClusterOptions = {},
   internal: InternalOptions = {},
@@ -945,38 +952,45 @@ export async function launchZooKeeperEnsemble(
   const { zookeeper: bins } = await ensureInstalled(['zookeeper'], opts.log);
   await reapOnce();
   const size = opts.size ?? 3;
-  const name = 'zookeeper-ensemble';
+  const name = opts.isolated ? 'zookeeper-isolated' : 'zookeeper-ensemble';
   const { base, removeDir, memberOpts } = prepareBase(name, internal, opts.startTimeoutMs ?? 90_000);
+  const net = opts.isolated
+    ? await createClusterNet({ size, ...(internal.owner !== undefined ? { owner: internal.owner } : {}) })
+    : undefined;
   try {
     return await withPortRetry(async () => {
-      const ports = await freePorts(3 * size);
+      // In namespaces of their own, every member has the usual ports to itself.
+      const ports = net
+        ? Array.from({ length: size }, () => [2181, 2888, 3888]).flat()
+        : await freePorts(3 * size);
+      const hostOf = (i: number) => net?.address(i) ?? HOST;
       const servers = Array.from(
         { length: size },
-        (_, i) => `server.${i + 1}=${HOST}:${ports[3 * i + 1]}:${ports[3 * i + 2]}`,
+        (_, i) => `server.${i + 1}=${hostOf(i)}:${ports[3 * i + 1]}:${ports[3 * i + 2]}`,
       );
-      const members = servers.map(
-        (_, i) =>
-          new Member(
-            zkSpec(bins, {
-              name: `${name}-${i + 1}`,
-              base,
-              dataDir: join(base, `data-${i + 1}`),
-              clientPort: ports[3 * i] as number,
-              servers,
-              myId: i + 1,
-              config: {},
-              jvmArgs: [],
-              args: [],
-              env: {},
-            }),
-            memberOpts,
-          ),
-      );
-      const c = new Cluster<Member>('zookeeper', name, members, removeDir);
+      const members = servers.map((_, i) => {
+        const spec = zkSpec(bins, {
+          name: `${name}-${i + 1}`,
+          base,
+          dataDir: join(base, `data-${i + 1}`),
+          clientPort: ports[3 * i] as number,
+          servers,
+          myId: i + 1,
+          config: {},
+          jvmArgs: [],
+          args: [],
+          env: {},
+          host: hostOf(i),
+        });
+        if (net) [spec.command, spec.args] = net.wrap(i, spec.command, spec.args);
+        return new Member(spec, memberOpts);
+      });
+      const c = new Cluster<Member>('zookeeper', name, members, removeDir, net);
       await c.start();
       return c;
     });
   } catch (err) {
+    await net?.dispose();
     if (removeDir) rmSync(removeDir, { recursive: true, force: true });
     throw err;
   }
