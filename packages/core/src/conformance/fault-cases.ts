@@ -67,6 +67,15 @@ export function faultCases(define: Define): void {
           bound,
           `the other client did not get the lock within ${bound} ms of the holder's partition`,
         );
+        t.recordHistory({
+          checker: 'locks',
+          operations: 2,
+          faults: 1,
+          faultKinds: ['holder client link black-holed'],
+          result: holderHadLost === true && lostAt !== undefined && lostAt < at ? 'ok' : 'violation',
+          durationMs: Math.round(at - partitionedAt),
+          detail: `holder lost after ${lostAt === undefined ? '-' : Math.round(lostAt - partitionedAt)} ms, the other acquired after ${Math.round(at - partitionedAt)} ms`,
+        });
         expect(holderHadLost, 'two holders: the other client acquired before the holder lost').toBe(true);
         expect(lostAt).toBeDefined();
         expect(lostAt as number).toBeLessThan(at);
@@ -101,14 +110,26 @@ export function faultCases(define: Define): void {
         await writer.delete('w');
         await writer.put('w', 'final');
         await cut.heal();
+        const healedAt = performance.now();
         let last: KVPair | null = null;
+        let events = 0;
         const deadline = performance.now() + t.settings.eventTimeout * 3;
         while (last?.value === undefined || text(last.value) !== 'final') {
           if (performance.now() > deadline)
             throw new Error('the healed watcher never yielded the final state');
           last = await reader.next(t.settings.eventTimeout * 3);
+          events++;
         }
         expect(text(last.value)).toBe('final');
+        t.recordHistory({
+          checker: 'watch',
+          operations: events,
+          faults: 1,
+          faultKinds: ['watcher client link black-holed'],
+          result: 'ok',
+          durationMs: Math.round(performance.now() - healedAt),
+          detail: 'the final state came after the heal',
+        });
       }),
   );
 
