@@ -85,6 +85,8 @@ export interface ClusterFaultHooks {
   partitionClients?(member: number): Promise<void>;
   /** Heals every link cut by `isolate` and `partitionClients`. */
   healAll?(): Promise<void>;
+  /** The member that leads now (optional): the link cases then isolate the leader first, the harder case. */
+  leader?(): Promise<number>;
 }
 
 /** What a test case declares about itself. */

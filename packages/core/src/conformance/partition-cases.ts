@@ -72,6 +72,11 @@ async function withLinks(t: TestEnv, body: (opened: Opened) => Promise<void>): P
   }
 }
 
+/** The leader when the hooks can tell, else member 0. */
+async function leaderOr0(cluster: ClusterFaultHooks): Promise<number> {
+  return cluster.leader ? cluster.leader() : 0;
+}
+
 /** ms a call may take on a cut link before it must have settled: the store's requestTimeout plus slack. */
 function callBound(t: TestEnv, cluster: ClusterFaultHooks): number {
   return cluster.requestTimeout + t.settings.slack * 2;
@@ -93,8 +98,10 @@ export function clusterPartitionCases(define: Define): void {
     (t) =>
       withLinks(t, async ({ cluster, on, any }) => {
         const bound = callBound(t, cluster);
-        const minority = await on(0);
-        const majority = await on(1);
+        const iso = await leaderOr0(cluster);
+        const [maj, third] = [(iso + 1) % cluster.members, (iso + 2) % cluster.members];
+        const minority = await on(iso);
+        const majority = await on(maj);
         const all = await any();
         await retry(() => majority.put('start', 'x'), 30_000);
         await retry(() => minority.get('start'), 30_000); // every store has its connection up
@@ -145,25 +152,25 @@ export function clusterPartitionCases(define: Define): void {
           }
           return ok;
         };
-        await cluster.isolate(0);
+        await cluster.isolate(iso);
         const isolated = await rounds('isolated', [
           ['minority', minority],
           ['majority', majority],
           ['all', all],
         ]);
-        expect(isolated.majority ?? 0, 'the two members left serve through member 1').toBeGreaterThan(0);
+        expect(isolated.majority ?? 0, 'the members left serve').toBeGreaterThan(0);
         await cluster.healAll();
         await retry(() => minority.put('healed', 'x'), 60_000);
-        await cluster.partitionClients(1);
+        await cluster.partitionClients(maj);
         const cut = await rounds('cut', [
           ['cut', majority],
           ['minority', minority],
           ['all', all],
         ]);
-        expect(cut.minority ?? 0, 'member 0 serves again after the heal').toBeGreaterThan(0);
+        expect(cut.minority ?? 0, 'the once isolated member serves again after the heal').toBeGreaterThan(0);
         await cluster.healAll();
         // Every write a store acknowledged is there once the links heal.
-        const reader = await on(2);
+        const reader = await on(third);
         for (const [key, value] of acked) {
           const pair = await retry(() => reader.get(key), 30_000).catch((error: unknown) => {
             if (KeyNotFoundError.isInstance(error))
@@ -177,7 +184,10 @@ export function clusterPartitionCases(define: Define): void {
           operations: counts.calls,
           unknown: counts.unavailable,
           faults: 2,
-          faultKinds: ['member isolated from the others', 'clients cut from a member'],
+          faultKinds: [
+            `member isolated from the others (${cluster.leader ? 'the leader' : 'member 0'})`,
+            'clients cut from a member',
+          ],
           result: 'ok',
           durationMs: Math.round(performance.now() - began),
           detail: `${counts.ok} put+get pairs succeeded, ${counts.unavailable} UnavailableError; ${acked.size} acknowledged writes all read back after the heal`,
@@ -186,64 +196,79 @@ export function clusterPartitionCases(define: Define): void {
   );
 
   define(
-    'no two lock holders across an isolation: a holder on an isolated member loses its lock before a client on the majority gets it',
+    'no two lock holders across an isolation: a holder on an isolated leader, then on an isolated follower, loses its lock before a client on the majority gets it',
     {
       rows: ['clusterPartition', 'lock'],
       requires: 'lock',
       needsFault: 'clusterLinks',
-      timeout: (caps) => 120_000 + 4 * Math.max(caps.minTtl, 3_000),
+      timeout: (caps) => 180_000 + 8 * Math.max(caps.minTtl, 3_000),
     },
     (t) =>
       withLinks(t, async ({ cluster, on }) => {
         const ttl = Math.max(t.caps.minTtl, 3_000);
-        const holder = await on(0);
-        const other = await on(1);
-        const holderLock = holder.newLock('locks/iso', { value: 'isolated', ttl });
-        const held = await retry(() => holderLock.lock(), 30_000);
-        let lostAt: number | undefined;
-        held.lost.addEventListener('abort', () => {
-          lostAt = performance.now();
-        });
-        // An election (the isolated member may have led) and a lease handed to a new leader add up to ~ttl more.
-        const bound = 2 * ttl + t.caps.ttlGranularity + 15_000 * t.settings.timeScale;
-        let holderHadLost: boolean | undefined;
-        const waiting = other
-          .newLock('locks/iso', { value: 'majority', ttl })
-          .lock({ signal: AbortSignal.timeout(bound + 5_000) })
-          .then((lease) => {
-            holderHadLost = held.lost.aborted;
-            return { lease, at: performance.now() };
+        /** The holder on `iso`, the waiter on the next member; `iso` isolated. */
+        const round = async (name: string, iso: number) => {
+          const [maj, third] = [(iso + 1) % cluster.members, (iso + 2) % cluster.members];
+          const key = `locks/${name}`;
+          const holder = await on(iso);
+          const other = await on(maj);
+          const holderLock = holder.newLock(key, { value: 'isolated', ttl });
+          const held = await retry(() => holderLock.lock(), 30_000);
+          let lostAt: number | undefined;
+          held.lost.addEventListener('abort', () => {
+            lostAt = performance.now();
           });
-        waiting.catch(() => {});
-        const began = performance.now();
-        await cluster.isolate(0);
-        const { lease, at } = await within(
-          waiting,
-          bound,
-          `the majority's client did not get the lock within ${bound} ms of the holder's isolation`,
+          // An election (when the leader is cut) and a lease handed to a new leader add up to ~ttl more.
+          const bound = 2 * ttl + t.caps.ttlGranularity + 15_000 * t.settings.timeScale;
+          let holderHadLost: boolean | undefined;
+          const waiting = other
+            .newLock(key, { value: 'majority', ttl })
+            .lock({ signal: AbortSignal.timeout(bound + 5_000) })
+            .then((lease) => {
+              holderHadLost = held.lost.aborted;
+              return { lease, at: performance.now() };
+            });
+          waiting.catch(() => {});
+          const began = performance.now();
+          await cluster.isolate(iso);
+          const { lease, at } = await within(
+            waiting,
+            bound,
+            `${name}: the majority's client did not get the lock within ${bound} ms of the holder's isolation`,
+          );
+          t.recordHistory({
+            checker: 'locks',
+            operations: 2,
+            faults: 1,
+            faultKinds: [`holder's member isolated from the others (${name})`],
+            result: holderHadLost === true && lostAt !== undefined && lostAt < at ? 'ok' : 'violation',
+            durationMs: Math.round(performance.now() - began),
+            detail: `holder lost after ${lostAt === undefined ? '-' : Math.round(lostAt - began)} ms, the other acquired after ${Math.round(at - began)} ms`,
+          });
+          expect(
+            holderHadLost,
+            `${name}: two holders: the majority client acquired before the isolated holder lost`,
+          ).toBe(true);
+          expect(lostAt as number).toBeLessThan(at);
+          expect(lease.fencingToken, 'the fencing token grows').toBeGreaterThan(held.fencingToken);
+          await cluster.healAll();
+          // Healed, the old holder's release must not free the new holder's lock.
+          await settle(() => holderLock.unlock());
+          const checker = await on(third);
+          const stillHeld = await retry(() => checker.newLock(key, { ttl }).tryLock(), 30_000);
+          expect(stillHeld, `${name}: the majority client still holds the lock`).toBeNull();
+          expect(text((await retry(() => checker.get(key), 30_000)).value)).toBe('majority');
+        };
+        const leader = await leaderOr0(cluster);
+        await round(cluster.leader ? 'leader' : 'member 0', leader);
+        // Then a member that does not lead now.
+        const now = await leaderOr0(cluster);
+        await round(
+          'follower',
+          now === (leader + 1) % cluster.members
+            ? (leader + 2) % cluster.members
+            : (leader + 1) % cluster.members,
         );
-        t.recordHistory({
-          checker: 'locks',
-          operations: 2,
-          faults: 1,
-          faultKinds: ['holder member isolated from the others'],
-          result: holderHadLost === true && lostAt !== undefined && lostAt < at ? 'ok' : 'violation',
-          durationMs: Math.round(performance.now() - began),
-          detail: `holder lost after ${lostAt === undefined ? '-' : Math.round(lostAt - began)} ms, the other acquired after ${Math.round(at - began)} ms`,
-        });
-        expect(
-          holderHadLost,
-          'two holders: the majority client acquired before the isolated holder lost',
-        ).toBe(true);
-        expect(lostAt as number).toBeLessThan(at);
-        expect(lease.fencingToken, 'the fencing token grows').toBeGreaterThan(held.fencingToken);
-        await cluster.healAll();
-        // Healed, the old holder's release must not free the new holder's lock.
-        await settle(() => holderLock.unlock());
-        const third = await on(2);
-        const stillHeld = await retry(() => third.newLock('locks/iso', { ttl }).tryLock(), 30_000);
-        expect(stillHeld, 'the majority client still holds the lock').toBeNull();
-        expect(text((await retry(() => third.get('locks/iso'), 30_000)).value)).toBe('majority');
       }),
   );
 
@@ -325,10 +350,11 @@ export function clusterPartitionCases(define: Define): void {
         const until = began + LINEARIZABLE_RUN_MS * t.settings.timeScale;
         const kinds = new Set<string>();
         let faults = 0;
+        const first = await leaderOr0(cluster);
         const nemesis = (async () => {
           for (let i = 0; performance.now() < until - 2_000; i++) {
             await sleep(400);
-            const member = i % cluster.members;
+            const member = (first + i) % cluster.members;
             if (i % 2 === 0) {
               await cluster.isolate(member);
               kinds.add('member isolated from the others');
