@@ -12,33 +12,48 @@ const worker = fileURLToPath(new URL('./fixtures/worker.mjs', import.meta.url));
 const dir = mkdtempSync(join(tmpdir(), 'kv-sqlite-crash-'));
 afterAll(() => rmSync(dir, { recursive: true, force: true }));
 
+/**
+ * Runs the worker in `mode` and hands each line it says to `onLine`; when
+ * `onLine` returns true the worker is killed at once (SIGKILL). Resolves once
+ * it has exited; rejects when it stalls for `ms`.
+ */
+async function killWhen(args: string[], onLine: (line: string) => boolean, ms: number): Promise<void> {
+  const child = spawn(process.execPath, [worker, ...args], { stdio: ['ignore', 'pipe', 'pipe'] });
+  let stderr = '';
+  child.stderr.on('data', (chunk) => {
+    stderr += chunk;
+  });
+  const exited = new Promise((resolve) => child.on('exit', resolve));
+  await new Promise<void>((resolve, reject) => {
+    const timer = setTimeout(() => {
+      child.kill('SIGKILL');
+      reject(new Error(`the ${args[0]} worker stalled; ${stderr}`));
+    }, ms);
+    createInterface({ input: child.stdout }).on('line', (line) => {
+      if (onLine(line)) {
+        clearTimeout(timer);
+        child.kill('SIGKILL');
+        resolve();
+      }
+    });
+  });
+  await exited;
+}
+
 describe('sqlite: a writer killed mid-transaction', () => {
   it('loses nothing it reported committed; the file opens and takes writes afterwards', async () => {
     const path = join(dir, 'crash.db');
-    const child = spawn(process.execPath, [worker, 'writer', path], { stdio: ['ignore', 'pipe', 'pipe'] });
-    let stderr = '';
-    child.stderr.on('data', (chunk) => {
-      stderr += chunk;
-    });
-    const exited = new Promise((resolve) => child.on('exit', resolve));
     let committed = -1;
     const target = 300;
-    await new Promise<void>((resolve, reject) => {
-      const timer = setTimeout(
-        () => reject(new Error(`the writer stalled at ${committed}; ${stderr}`)),
-        30_000,
-      );
-      createInterface({ input: child.stdout }).on('line', (line) => {
+    // Killed while its next write is in flight.
+    await killWhen(
+      ['writer', path],
+      (line) => {
         committed = (JSON.parse(line) as { committed: number }).committed;
-        if (committed >= target) {
-          clearTimeout(timer);
-          // Killed while its next write is in flight.
-          child.kill('SIGKILL');
-          resolve();
-        }
-      });
-    });
-    await exited;
+        return committed >= target;
+      },
+      30_000,
+    );
     const store = await createStore({ backend: 'sqlite', path, prefix: 'mp' });
     try {
       const written = await store.list('w');
@@ -69,31 +84,19 @@ describe('sqlite: a writer killed mid-transaction', () => {
     let next = 0;
     const killedDeleting = () => [...reported.values()].filter((step) => step === 'deleting').length;
     for (let kill = 0; kill < 12 && killedDeleting() < 3; kill++) {
-      const child = spawn(process.execPath, [worker, 'trees', path, String(size), String(next)], {
-        stdio: ['ignore', 'pipe', 'pipe'],
-      });
-      let stderr = '';
-      child.stderr.on('data', (chunk) => {
-        stderr += chunk;
-      });
-      const exited = new Promise((resolve) => child.on('exit', resolve));
-      await new Promise<void>((resolve, reject) => {
-        const timer = setTimeout(() => reject(new Error(`the tree writer stalled; ${stderr}`)), 60_000);
-        let deletions = 0;
-        createInterface({ input: child.stdout }).on('line', (line) => {
+      let deletions = 0;
+      // Killed as this process's second deletion starts.
+      await killWhen(
+        ['trees', path, String(size), String(next)],
+        (line) => {
           const event = JSON.parse(line) as Record<string, number>;
           const [step, round] = Object.entries(event)[0] as [string, number];
           reported.set(round, step);
           next = Math.max(next, round + 1);
-          // Kill as this process's second deletion starts.
-          if (step === 'deleting' && ++deletions === 2) {
-            clearTimeout(timer);
-            child.kill('SIGKILL');
-            resolve();
-          }
-        });
-      });
-      await exited;
+          return step === 'deleting' && ++deletions === 2;
+        },
+        60_000,
+      );
     }
     const store = await createStore({ backend: 'sqlite', path, prefix: 'mp' });
     try {

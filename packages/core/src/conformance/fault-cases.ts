@@ -144,12 +144,7 @@ export function faultCases(define: Define): void {
     (t) =>
       withFaultStores(t, async (hooks, opened) => {
         const store = await opened.plain(hooks);
-        const before = await store.atomicPut('r', 'before', null);
-        const lock = store.newLock('locks/r', { ttl: t.settings.lockTtl });
-        const token = (await lock.lock()).fencingToken;
-        await lock.unlock();
-        const reader = opened.reader(store, 'r', t.settings.eventTimeout);
-        expect(text(((await reader.next()) as KVPair).value)).toBe('before');
+        const { before, lock, token, reader } = await beforeRestart(t, opened, store, store);
         await (hooks.restart as () => Promise<void>)();
         // The same store object must come back by itself: retry until the server serves again.
         const after = await retry(() => store.put('r', 'after').then(() => store.get('r')), 30_000);
@@ -174,6 +169,21 @@ export function faultCases(define: Define): void {
 }
 
 /**
+ * Before a restart: `r` written with a CAS, a lock taken and released on
+ * `writer` (its fencing token kept), and a watch of `r` on `watcher` that
+ * saw the write.
+ */
+async function beforeRestart(t: TestEnv, opened: Opened, writer: Store, watcher: Store) {
+  const before = await writer.atomicPut('r', 'before', null);
+  const lock = writer.newLock('locks/r', { ttl: t.settings.lockTtl });
+  const token = (await lock.lock()).fencingToken;
+  await lock.unlock();
+  const reader = opened.reader(watcher, 'r', t.settings.eventTimeout);
+  expect(text(((await reader.next()) as KVPair).value)).toBe('before');
+  return { before, lock, token, reader };
+}
+
+/**
  * An embedded store's "restart": every process using the data closed
  * (`faults.reopen`), then new ones opened on it.
  */
@@ -190,13 +200,8 @@ export function reopenCase(define: Define): void {
       withFaultStores(t, async (hooks, opened) => {
         const first = await opened.plain(hooks);
         const other = await opened.plain(hooks);
-        const before = await first.atomicPut('r', 'before', null);
         await other.put('kept', 'yes');
-        const lock = first.newLock('locks/r', { ttl: t.settings.lockTtl });
-        const token = (await lock.lock()).fencingToken;
-        await lock.unlock();
-        const reader = opened.reader(other, 'r', t.settings.eventTimeout);
-        expect(text(((await reader.next()) as KVPair).value)).toBe('before');
+        const { before, token, reader } = await beforeRestart(t, opened, first, other);
         await (hooks.reopen as () => Promise<void>)();
         await expectKVError(() => first.get('r'), ClosedError, 'a call on a store of a closed process');
         // The watch of a closed process ends.
