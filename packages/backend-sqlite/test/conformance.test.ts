@@ -1,7 +1,7 @@
 import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { createStore } from '@kv/core';
+import { createStore, type Store } from '@kv/core';
 import { describeConformance } from '@kv/core/conformance';
 import { afterAll } from 'vitest';
 import type { SqliteStore } from '../src/index.js';
@@ -11,6 +11,23 @@ import '@kv/backend-sqlite';
 const dir = mkdtempSync(join(tmpdir(), 'kv-sqlite-conformance-'));
 const path = join(dir, 'kv.db');
 afterAll(() => rmSync(dir, { recursive: true, force: true }));
+
+// The fault cases' own file: a "restart" of an embedded store is every process on the file gone
+// (every connection closed, so the WAL is checkpointed and removed), then new ones opened on it.
+const faultPath = join(dir, 'faults.db');
+const faultStores = new Set<Store>();
+const faults = {
+  open: async (prefix: string) => {
+    const store = await createStore({ backend: 'sqlite', path: faultPath, prefix });
+    faultStores.add(store);
+    return store;
+  },
+  reopen: async () => {
+    const open = [...faultStores];
+    faultStores.clear();
+    await Promise.all(open.map((store) => store.close()));
+  },
+};
 
 describeConformance({
   name: 'sqlite',
@@ -27,4 +44,5 @@ describeConformance({
     url: (prefix) => `sqlite:${path}?prefix=${encodeURIComponent(prefix)}`,
     imports: ['@kv/backend-sqlite'],
   },
+  faults,
 });

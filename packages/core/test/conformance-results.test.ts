@@ -48,6 +48,28 @@ describe('ResultBook', () => {
     expect(status(book, 'watch')).toBe('fails');
   });
 
+  it('keeps the histories a test recorded, and forgets them when the test runs again', () => {
+    const book = new ResultBook();
+    const entry = book.declare('lin', ['linearizable'], 'behaviour');
+    const history = {
+      checker: 'linearizable',
+      operations: 120,
+      unknown: 3,
+      faults: 4,
+      faultKinds: ['member isolated from the others'],
+      result: 'ok',
+      durationMs: 8000,
+    } as const;
+    ResultBook.start(entry);
+    ResultBook.history(entry, history);
+    ResultBook.finish(entry, 'pass');
+    expect(book.results('x', caps).tests[0]?.histories).toEqual([history]);
+    ResultBook.start(entry);
+    ResultBook.finish(entry, 'fail', 'boom');
+    expect(book.results('x', caps).tests[0]?.histories).toBeUndefined();
+    expect(book.results('x', caps).tests[0]?.state).toBe('fail');
+  });
+
   it('tests that never ran are "not run"; duplicate titles are refused', () => {
     const book = new ResultBook();
     book.declare('filtered out', ['put'], 'behaviour');

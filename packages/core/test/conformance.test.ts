@@ -67,6 +67,7 @@ afterAll(() => {
     'memberLost',
     'electionFailover',
     'discoveryProcesses',
+    'clusterPartition',
   ]);
   for (const results of [all, statuses('memory-listings')]) {
     expect(

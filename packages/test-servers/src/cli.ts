@@ -1,6 +1,7 @@
 #!/usr/bin/env node
 import { rmSync } from 'node:fs';
 import { join } from 'node:path';
+import { reapClusterNets } from './cluster-net.js';
 import { ensureInstalled } from './install.js';
 import { launch, type Member, membersOf } from './launch.js';
 import { withLock } from './lock.js';
@@ -14,7 +15,8 @@ const USAGE = `usage: node packages/test-servers/dist/cli.js <command> [args]
   up [server...]        start (or reuse, if alive) servers; default: ${DEFAULT_SERVERS.join(' ')}
                         servers: ${SERVER_NAMES.join(' ')}
   down [server...]      stop them (default: all started by "up"), and any private server
-                        whose owning test process is gone; --all: every registered server
+                        (and cluster network) whose owning test process is gone; --all: every
+                        registered server and cluster network
   status                what runs, where
   env                   print the KV_*_ENDPOINTS variables (as "export" lines)
   stop|start|kill|freeze|thaw <server> [member]
@@ -74,6 +76,7 @@ async function up(names: ServerName[]): Promise<number> {
   const state = await lock(async () => {
     await ensureInstalled([...new Set(names.map((n) => KIND_OF[n]))], log);
     await reapRegistered();
+    await reapClusterNets();
     const s = readState();
     await Promise.all(
       names.map(async (n) => {
@@ -127,6 +130,7 @@ async function down(names: ServerName[], all: boolean): Promise<number> {
     if (names.length === 0 || all) {
       const reaped = await reapRegistered(all ? { all: true } : {});
       for (const r of reaped) log(`${r.name} (PID ${r.pid}, owner ${r.owner || 'cli'}): stopped`);
+      for (const id of await reapClusterNets(all ? { all: true } : {})) log(`cluster network ${id}: deleted`);
     }
   });
   return 0;

@@ -1,5 +1,6 @@
 import { type FaultProxy, startFaultProxy } from './fault-proxy.js';
 import type { ClusterHandle, ServerHandle } from './launch.js';
+import { httpRequest, zkMode } from './probes.js';
 
 /** A store a test can cut off from its server (structurally the kit's `PartitionableStore`). */
 export interface PartitionedStore<S> {
@@ -57,9 +58,23 @@ export interface ClusterFaultHooksFor<S> {
   start(member: number): Promise<void>;
   freeze(member: number): Promise<void>;
   thaw(member: number): Promise<void>;
+  /** With an isolated cluster (`handle.net`): a store on one member's endpoint only. */
+  openOn?(member: number, prefix: string): Promise<S>;
+  /** Cuts the member from every other member (its clients still reach it). */
+  isolate?(member: number): Promise<void>;
+  /** Cuts the clients (this process) from the member (it still reaches the others). */
+  partitionClients?(member: number): Promise<void>;
+  /** Heals every link cut. */
+  healAll?(): Promise<void>;
+  /** The index of the member every member agrees leads (etcd, ZooKeeper); waits (bounded) for one. */
+  leader?(): Promise<number>;
 }
 
-/** Cluster hooks for the kit: members by index; `open` gets every member's endpoint. */
+/**
+ * Cluster hooks for the kit: members by index; `open` gets every member's
+ * endpoint. A cluster launched with `isolated: true` also gives the link
+ * hooks (`openOn`, `isolate`, `partitionClients`, `healAll`).
+ */
 export function clusterFaultHooks<S>(
   cluster: ClusterHandle,
   requestTimeout: number,
@@ -70,6 +85,7 @@ export function clusterFaultHooks<S>(
     if (!m) throw new Error(`${cluster.name} has no member ${i}`);
     return m;
   };
+  const { net } = cluster;
   return {
     members: cluster.members.length,
     requestTimeout,
@@ -86,5 +102,56 @@ export function clusterFaultHooks<S>(
     thaw: async (i) => {
       member(i).thaw();
     },
+    ...(net
+      ? {
+          openOn: (i: number, prefix: string) => open([...member(i).endpoints], prefix),
+          isolate: (i: number) => net.isolate(i),
+          partitionClients: (i: number) => net.cut('clients', i),
+          healAll: () => net.healAll(),
+        }
+      : {}),
+    ...(cluster.kind === 'etcd' || cluster.kind === 'zookeeper'
+      ? { leader: () => agreedLeader(cluster) }
+      : {}),
   };
+}
+
+/** Who each member says leads: its own index when it leads, else the leader's index; undefined when it does not know. */
+async function leaderSeenBy(cluster: ClusterHandle, i: number): Promise<number | undefined> {
+  const m = cluster.members[i] as ServerHandle;
+  if (cluster.kind === 'zookeeper')
+    return (await zkMode(m.endpoints[0] as string)) === 'leader' ? i : undefined;
+  const status = async (url: string) => {
+    const r = await httpRequest(`${url}/v3/maintenance/status`, {
+      method: 'POST',
+      body: '{}',
+      timeoutMs: 1_000,
+    });
+    const body = JSON.parse(r.body) as { header?: { member_id?: string }; leader?: string };
+    return { self: body.header?.member_id, leader: body.leader };
+  };
+  const all = await Promise.all(
+    cluster.members.map((x) => status(x.urls[0] as string).catch(() => undefined)),
+  );
+  const leader = all[i]?.leader;
+  const index = all.findIndex((s) => s?.self !== undefined && s.self === leader);
+  return index < 0 ? undefined : index;
+}
+
+async function agreedLeader(cluster: ClusterHandle): Promise<number> {
+  const deadline = performance.now() + 30_000;
+  for (;;) {
+    const seen = await Promise.all(
+      cluster.members.map((_, i) => leaderSeenBy(cluster, i).catch(() => undefined)),
+    );
+    if (cluster.kind === 'zookeeper') {
+      const leaders = seen.filter((x) => x !== undefined);
+      if (leaders.length === 1) return leaders[0] as number;
+    } else if (seen[0] !== undefined && seen.every((x) => x === seen[0])) {
+      return seen[0];
+    }
+    if (performance.now() > deadline)
+      throw new Error(`${cluster.name}: the members do not agree on a leader`);
+    await new Promise((resolve) => setTimeout(resolve, 200));
+  }
 }

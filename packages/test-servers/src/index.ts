@@ -1,4 +1,12 @@
 export {
+  type ClusterNet,
+  type ClusterNetOptions,
+  clusterNetProblem,
+  createClusterNet,
+  type LinkEnd,
+  reapClusterNets,
+} from './cluster-net.js';
+export {
   type ClusterFaultHooksFor,
   clusterFaultHooks,
   type PartitionedStore,

@@ -2,6 +2,7 @@ import { type ChildProcess, spawn } from 'node:child_process';
 import { closeSync, mkdirSync, mkdtempSync, openSync, rmSync, writeFileSync, writeSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
+import { type ClusterNet, createClusterNet, reapClusterNets } from './cluster-net.js';
 import { type Bins, ensureInstalled, type Log, which } from './install.js';
 import type { ServerKind, ServerName } from './names.js';
 import {
@@ -116,6 +117,8 @@ export interface ClusterHandle<M extends ServerHandle = ServerHandle> {
   readonly endpoints: string[];
   readonly urls: string[];
   readonly members: M[];
+  /** With `isolated: true`: the members' private network, whose links a test can cut one by one. */
+  readonly net?: ClusterNet;
   /** Starts every stopped member and waits until all serve. */
   start(): Promise<void>;
   stop(): Promise<void>;
@@ -420,11 +423,13 @@ class Cluster<M extends Member> implements ClusterHandle<M> {
   readonly name: string;
   readonly members: M[];
   readonly #removeDir: string | undefined;
-  constructor(kind: ServerKind, name: string, members: M[], removeDir: string | undefined) {
+  readonly net?: ClusterNet;
+  constructor(kind: ServerKind, name: string, members: M[], removeDir: string | undefined, net?: ClusterNet) {
     this.kind = kind;
     this.name = name;
     this.members = members;
     this.#removeDir = removeDir;
+    if (net) this.net = net;
   }
   get endpoints(): string[] {
     return this.members.map((m) => m.spec.endpoint);
@@ -447,12 +452,16 @@ class Cluster<M extends Member> implements ClusterHandle<M> {
     for (const m of this.members) await m.stop();
   }
   async dispose(): Promise<void> {
-    if (this.#removeDir) {
-      // The data is thrown away: no need for a graceful stop.
-      await Promise.all(this.members.map((m) => m.kill()));
-      rmSync(this.#removeDir, { recursive: true, force: true });
-    } else {
-      await this.stop();
+    try {
+      if (this.#removeDir) {
+        // The data is thrown away: no need for a graceful stop.
+        await Promise.all(this.members.map((m) => m.kill()));
+        rmSync(this.#removeDir, { recursive: true, force: true });
+      } else {
+        await this.stop();
+      }
+    } finally {
+      await this.net?.dispose();
     }
   }
   [Symbol.asyncDispose](): Promise<void> {
@@ -514,6 +523,12 @@ export interface RedisOptions extends LaunchOptions {
 export interface ClusterOptions {
   /** Members (default 3). */
   size?: number;
+  /**
+   * Each member in a network namespace of its own (see `ClusterNet`), so a
+   * test can cut member-to-member and client-to-member links one by one
+   * (`handle.net`). Needs Linux and root; members listen on 10.x addresses.
+   */
+  isolated?: boolean;
   startTimeoutMs?: number;
   log?: Log;
 }
@@ -572,8 +587,9 @@ let reaped = false;
 async function reapOnce(): Promise<void> {
   if (reaped) return;
   reaped = true;
-  // Servers left behind by test processes that died without stopping them.
+  // Servers left behind by test processes that died without stopping them, then their networks.
   await reapRegistered();
+  await reapClusterNets();
 }
 
 // --- etcd -----------------------------------------------------------------------------------
@@ -591,11 +607,14 @@ function etcdSpec(
     tls: EtcdOptions['tls'] | undefined;
     args: string[];
     env: Record<string, string>;
+    /** Address to listen on (default 127.0.0.1). */
+    host?: string;
   },
 ): ProcessSpec {
+  const host = o.host ?? HOST;
   const scheme = o.tls ? 'https' : 'http';
-  const clientUrl = `${scheme}://${HOST}:${o.clientPort}`;
-  const peerUrl = `http://${HOST}:${o.peerPort}`;
+  const clientUrl = `${scheme}://${host}:${o.clientPort}`;
+  const peerUrl = `http://${host}:${o.peerPort}`;
   const args = [
     `--name=${o.name}`,
     `--data-dir=${o.dataDir}`,
@@ -635,7 +654,7 @@ function etcdSpec(
     cwd: o.base,
     logFile: join(o.base, `${o.name}.log`),
     dataDir: o.dataDir,
-    endpoint: `${HOST}:${o.clientPort}`,
+    endpoint: `${host}:${o.clientPort}`,
     url: clientUrl,
     probe: { type: 'etcd', url: clientUrl, ...(o.tls ? { tls: probeTls } : {}) },
   };
@@ -692,7 +711,11 @@ export async function launchEtcd(
   }
 }
 
-/** A private etcd cluster (3 members by default) on 127.0.0.1. */
+/**
+ * A private etcd cluster (3 members by default) on 127.0.0.1, or, with
+ * `isolated: true`, each member in a network namespace of its own
+ * (`handle.net` cuts and heals the links between them).
+ */
 export async function launchEtcdCluster(
   opts: ClusterOptions = {},
   internal: InternalOptions = {},
@@ -700,37 +723,43 @@ export async function launchEtcdCluster(
   const { etcd: bins } = await ensureInstalled(['etcd'], opts.log);
   await reapOnce();
   const size = opts.size ?? 3;
-  const name = 'etcd-cluster';
+  const name = opts.isolated ? 'etcd-isolated' : 'etcd-cluster';
   const { base, removeDir, memberOpts } = prepareBase(name, internal, opts.startTimeoutMs);
+  const net = opts.isolated
+    ? await createClusterNet({ size, ...(internal.owner !== undefined ? { owner: internal.owner } : {}) })
+    : undefined;
   try {
     return await withPortRetry(async () => {
-      const ports = await freePorts(2 * size);
+      // In namespaces of their own, every member has the usual ports to itself.
+      const ports = net ? Array.from({ length: size }, () => [2379, 2380]).flat() : await freePorts(2 * size);
+      const hostOf = (i: number) => net?.address(i) ?? HOST;
       const names = Array.from({ length: size }, (_, i) => `${name}-${i + 1}`);
-      const cluster = names.map((n, i) => `${n}=http://${HOST}:${ports[2 * i + 1]}`).join(',');
+      const cluster = names.map((n, i) => `${n}=http://${hostOf(i)}:${ports[2 * i + 1]}`).join(',');
       const members = names.map((n, i) => {
-        const m = new EtcdMember(
-          etcdSpec(bins, {
-            name: n,
-            base,
-            dataDir: join(base, `data-${i + 1}`),
-            clientPort: ports[2 * i] as number,
-            peerPort: ports[2 * i + 1] as number,
-            cluster,
-            token: `kv-cluster-${ports[0]}`,
-            tls: undefined,
-            args: [],
-            env: {},
-          }),
-          memberOpts,
-        );
+        const spec = etcdSpec(bins, {
+          name: n,
+          base,
+          dataDir: join(base, `data-${i + 1}`),
+          clientPort: ports[2 * i] as number,
+          peerPort: ports[2 * i + 1] as number,
+          cluster,
+          token: `kv-cluster-${net?.id ?? ports[0]}`,
+          tls: undefined,
+          args: [],
+          env: {},
+          host: hostOf(i),
+        });
+        if (net) [spec.command, spec.args] = net.wrap(i, spec.command, spec.args);
+        const m = new EtcdMember(spec, memberOpts);
         m.etcdctlBin = bins.etcdctl;
         return m;
       });
-      const c = new Cluster<EtcdMember>('etcd', name, members, removeDir);
+      const c = new Cluster<EtcdMember>('etcd', name, members, removeDir, net);
       await c.start();
       return c;
     });
   } catch (err) {
+    await net?.dispose();
     if (removeDir) rmSync(removeDir, { recursive: true, force: true });
     throw err;
   }
@@ -814,8 +843,11 @@ function zkSpec(
     jvmArgs: string[];
     args: string[];
     env: Record<string, string>;
+    /** Address to listen on (default 127.0.0.1). */
+    host?: string;
   },
 ): ProcessSpec {
+  const host = o.host ?? HOST;
   mkdirSync(o.dataDir, { recursive: true, mode: 0o700 });
   const cfg: Record<string, string> = {
     tickTime: '500',
@@ -825,7 +857,7 @@ function zkSpec(
     maxSessionTimeout: '60000',
     dataDir: o.dataDir,
     clientPort: String(o.clientPort),
-    clientPortAddress: HOST,
+    clientPortAddress: host,
     'admin.enableServer': 'false',
     '4lw.commands.whitelist': '*',
     maxClientCnxns: '0',
@@ -836,7 +868,7 @@ function zkSpec(
   const cfgFile = join(o.base, `${o.name}.cfg`);
   writeFileSync(cfgFile, `${lines.join('\n')}\n`);
   if (o.myId !== undefined) writeFileSync(join(o.dataDir, 'myid'), `${o.myId}\n`);
-  const endpoint = `${HOST}:${o.clientPort}`;
+  const endpoint = `${host}:${o.clientPort}`;
   return {
     kind: 'zookeeper',
     name: o.name,
@@ -908,7 +940,11 @@ export async function launchZooKeeper(
   }
 }
 
-/** A private ZooKeeper ensemble (3 members by default) on 127.0.0.1. */
+/**
+ * A private ZooKeeper ensemble (3 members by default) on 127.0.0.1, or, with
+ * `isolated: true`, each member in a network namespace of its own
+ * (`handle.net` cuts and heals the links between them).
+ */
 export async function launchZooKeeperEnsemble(
   opts: ClusterOptions = {},
   internal: InternalOptions = {},
@@ -916,38 +952,45 @@ export async function launchZooKeeperEnsemble(
   const { zookeeper: bins } = await ensureInstalled(['zookeeper'], opts.log);
   await reapOnce();
   const size = opts.size ?? 3;
-  const name = 'zookeeper-ensemble';
+  const name = opts.isolated ? 'zookeeper-isolated' : 'zookeeper-ensemble';
   const { base, removeDir, memberOpts } = prepareBase(name, internal, opts.startTimeoutMs ?? 90_000);
+  const net = opts.isolated
+    ? await createClusterNet({ size, ...(internal.owner !== undefined ? { owner: internal.owner } : {}) })
+    : undefined;
   try {
     return await withPortRetry(async () => {
-      const ports = await freePorts(3 * size);
+      // In namespaces of their own, every member has the usual ports to itself.
+      const ports = net
+        ? Array.from({ length: size }, () => [2181, 2888, 3888]).flat()
+        : await freePorts(3 * size);
+      const hostOf = (i: number) => net?.address(i) ?? HOST;
       const servers = Array.from(
         { length: size },
-        (_, i) => `server.${i + 1}=${HOST}:${ports[3 * i + 1]}:${ports[3 * i + 2]}`,
+        (_, i) => `server.${i + 1}=${hostOf(i)}:${ports[3 * i + 1]}:${ports[3 * i + 2]}`,
       );
-      const members = servers.map(
-        (_, i) =>
-          new Member(
-            zkSpec(bins, {
-              name: `${name}-${i + 1}`,
-              base,
-              dataDir: join(base, `data-${i + 1}`),
-              clientPort: ports[3 * i] as number,
-              servers,
-              myId: i + 1,
-              config: {},
-              jvmArgs: [],
-              args: [],
-              env: {},
-            }),
-            memberOpts,
-          ),
-      );
-      const c = new Cluster<Member>('zookeeper', name, members, removeDir);
+      const members = servers.map((_, i) => {
+        const spec = zkSpec(bins, {
+          name: `${name}-${i + 1}`,
+          base,
+          dataDir: join(base, `data-${i + 1}`),
+          clientPort: ports[3 * i] as number,
+          servers,
+          myId: i + 1,
+          config: {},
+          jvmArgs: [],
+          args: [],
+          env: {},
+          host: hostOf(i),
+        });
+        if (net) [spec.command, spec.args] = net.wrap(i, spec.command, spec.args);
+        return new Member(spec, memberOpts);
+      });
+      const c = new Cluster<Member>('zookeeper', name, members, removeDir, net);
       await c.start();
       return c;
     });
   } catch (err) {
+    await net?.dispose();
     if (removeDir) rmSync(removeDir, { recursive: true, force: true });
     throw err;
   }

@@ -1,5 +1,6 @@
 import { expect } from 'vitest';
 import {
+  ClosedError,
   KeyExistsError,
   KeyModifiedError,
   KeyNotFoundError,
@@ -66,6 +67,15 @@ export function faultCases(define: Define): void {
           bound,
           `the other client did not get the lock within ${bound} ms of the holder's partition`,
         );
+        t.recordHistory({
+          checker: 'locks',
+          operations: 2,
+          faults: 1,
+          faultKinds: ['holder client link black-holed'],
+          result: holderHadLost === true && lostAt !== undefined && lostAt < at ? 'ok' : 'violation',
+          durationMs: Math.round(at - partitionedAt),
+          detail: `holder lost after ${lostAt === undefined ? '-' : Math.round(lostAt - partitionedAt)} ms, the other acquired after ${Math.round(at - partitionedAt)} ms`,
+        });
         expect(holderHadLost, 'two holders: the other client acquired before the holder lost').toBe(true);
         expect(lostAt).toBeDefined();
         expect(lostAt as number).toBeLessThan(at);
@@ -100,14 +110,26 @@ export function faultCases(define: Define): void {
         await writer.delete('w');
         await writer.put('w', 'final');
         await cut.heal();
+        const healedAt = performance.now();
         let last: KVPair | null = null;
+        let events = 0;
         const deadline = performance.now() + t.settings.eventTimeout * 3;
         while (last?.value === undefined || text(last.value) !== 'final') {
           if (performance.now() > deadline)
             throw new Error('the healed watcher never yielded the final state');
           last = await reader.next(t.settings.eventTimeout * 3);
+          events++;
         }
         expect(text(last.value)).toBe('final');
+        t.recordHistory({
+          checker: 'watch',
+          operations: events,
+          faults: 1,
+          faultKinds: ['watcher client link black-holed'],
+          result: 'ok',
+          durationMs: Math.round(performance.now() - healedAt),
+          detail: 'the final state came after the heal',
+        });
       }),
   );
 
@@ -122,12 +144,7 @@ export function faultCases(define: Define): void {
     (t) =>
       withFaultStores(t, async (hooks, opened) => {
         const store = await opened.plain(hooks);
-        const before = await store.atomicPut('r', 'before', null);
-        const lock = store.newLock('locks/r', { ttl: t.settings.lockTtl });
-        const token = (await lock.lock()).fencingToken;
-        await lock.unlock();
-        const reader = opened.reader(store, 'r', t.settings.eventTimeout);
-        expect(text(((await reader.next()) as KVPair).value)).toBe('before');
+        const { before, lock, token, reader } = await beforeRestart(t, opened, store, store);
         await (hooks.restart as () => Promise<void>)();
         // The same store object must come back by itself: retry until the server serves again.
         const after = await retry(() => store.put('r', 'after').then(() => store.get('r')), 30_000);
@@ -147,6 +164,67 @@ export function faultCases(define: Define): void {
         const again = (await retry(() => lock.lock(), 30_000)) as LockLease;
         expect(again.fencingToken, 'fencing token went backwards across the restart').toBeGreaterThan(token);
         await lock.unlock();
+      }),
+  );
+}
+
+/**
+ * Before a restart: `r` written with a CAS, a lock taken and released on
+ * `writer` (its fencing token kept), and a watch of `r` on `watcher` that
+ * saw the write.
+ */
+async function beforeRestart(t: TestEnv, opened: Opened, writer: Store, watcher: Store) {
+  const before = await writer.atomicPut('r', 'before', null);
+  const lock = writer.newLock('locks/r', { ttl: t.settings.lockTtl });
+  const token = (await lock.lock()).fencingToken;
+  await lock.unlock();
+  const reader = opened.reader(watcher, 'r', t.settings.eventTimeout);
+  expect(text(((await reader.next()) as KVPair).value)).toBe('before');
+  return { before, lock, token, reader };
+}
+
+/**
+ * An embedded store's "restart": every process using the data closed
+ * (`faults.reopen`), then new ones opened on it.
+ */
+export function reopenCase(define: Define): void {
+  define(
+    'every process closed and reopened: what was written is there, lastIndex and fencing tokens never go backwards, a stale CAS fails, a new watch yields the latest state',
+    {
+      rows: ['restart', 'atomicPut', 'lock', 'watch'],
+      requires: ['watch', 'lock'],
+      needsFault: 'reopen',
+      timeout: () => 60_000,
+    },
+    (t) =>
+      withFaultStores(t, async (hooks, opened) => {
+        const first = await opened.plain(hooks);
+        const other = await opened.plain(hooks);
+        await other.put('kept', 'yes');
+        const { before, token, reader } = await beforeRestart(t, opened, first, other);
+        await (hooks.reopen as () => Promise<void>)();
+        await expectKVError(() => first.get('r'), ClosedError, 'a call on a store of a closed process');
+        // The watch of a closed process ends.
+        await reader.end();
+        const store = await opened.plain(hooks);
+        expect(text((await store.get('kept')).value), 'a write from before the reopen').toBe('yes');
+        expect(text((await store.get('r')).value)).toBe('before');
+        await store.put('r', 'after');
+        const after = await store.get('r');
+        expect(after.lastIndex, 'lastIndex went backwards across the reopen').toBeGreaterThan(
+          before.lastIndex,
+        );
+        await expectKVError(
+          () => store.atomicPut('r', 'stale', before),
+          KeyModifiedError,
+          'CAS with a pair read before the reopen',
+        );
+        const watcher = opened.reader(store, 'r', t.settings.eventTimeout);
+        expect(text(((await watcher.next()) as KVPair).value)).toBe('after');
+        const again = store.newLock('locks/r', { ttl: t.settings.lockTtl });
+        const lease = await again.lock();
+        expect(lease.fencingToken, 'fencing token went backwards across the reopen').toBeGreaterThan(token);
+        await again.unlock();
       }),
   );
 }
@@ -184,10 +262,22 @@ export function linearizabilityCase(define: Define): void {
             await cut.heal();
           }
         })();
+        const started = performance.now();
         await Promise.all(stores.map((store, c) => runClient(store, c, until, history)));
         await nemesis;
         const result = checkKVHistory(history);
-        const summary = `${history.length} operations (${history.filter((o) => o.ret === Number.POSITIVE_INFINITY).length} of unknown outcome), ${faults} partitions, ${result.visited} states searched`;
+        const unknown = history.filter((o) => o.ret === Number.POSITIVE_INFINITY).length;
+        const summary = `${history.length} operations (${unknown} of unknown outcome), ${faults} partitions, ${result.visited} states searched`;
+        t.recordHistory({
+          checker: 'linearizable',
+          operations: history.length,
+          unknown,
+          faults,
+          faultKinds: faults > 0 ? ['client link black-holed'] : [],
+          result: result.inconclusive ? 'inconclusive' : result.ok ? 'ok' : 'violation',
+          durationMs: Math.round(performance.now() - started),
+          detail: `${result.visited} states searched${result.ok ? '' : `; failed on key ${result.failedKey}`}`,
+        });
         if (process.env.KV_CONFORMANCE_VERBOSE) console.info(`linearizability: ${summary}`);
         expect(result.inconclusive, summary).toBeUndefined();
         expect(result.ok, `not linearizable on key ${result.failedKey}: ${summary}`).toBe(true);
@@ -283,6 +373,17 @@ export function fencedLockCase(define: Define): void {
         );
         await nemesis;
         holds.sort((a, b) => a.start - b.start);
+        const overlapping = holds.filter((h, i) => i > 0 && h.start < (holds[i - 1] as typeof h).end).length;
+        const shrinking = holds.filter((h, i) => i > 0 && h.token <= (holds[i - 1] as typeof h).token).length;
+        t.recordHistory({
+          checker: 'locks',
+          operations: holds.length,
+          faults,
+          faultKinds: ['client link black-holed past the lock ttl'],
+          result: overlapping + shrinking + refusedLive.length === 0 ? 'ok' : 'violation',
+          durationMs: Math.round(FENCED_RUN_MS * t.settings.timeScale),
+          detail: `${writes} fenced writes; ${overlapping} overlapping holds, ${shrinking} tokens not growing, ${refusedLive.length} live holders refused`,
+        });
         for (let i = 1; i < holds.length; i++) {
           const prev = holds[i - 1] as (typeof holds)[number];
           const next = holds[i] as (typeof holds)[number];
@@ -313,7 +414,13 @@ const FENCED_RUN_MS = 10_000;
 
 const LIN_KEYS = ['a', 'b', 'c'];
 
-async function runClient(store: Store, client: number, until: number, history: KVOperation[]): Promise<void> {
+/** One client of the linearizability workload: random calls on `LIN_KEYS` until `until`, recorded in `history`. */
+export async function runClient(
+  store: Store,
+  client: number,
+  until: number,
+  history: KVOperation[],
+): Promise<void> {
   const pairs = new Map<string, KVPair | null>();
   let n = 0;
   // Paced so the operations spread over the whole run, through the nemesis's partitions.
@@ -436,6 +543,9 @@ export function memberLostCase(define: Define): void {
       const stores: Store[] = [];
       const readers: Reader<unknown>[] = [];
       const bound = cluster.requestTimeout + t.settings.slack * 2;
+      let callCount = 0;
+      let unavailable = 0;
+      const began = performance.now();
       try {
         const writer = await cluster.open(t.prefix);
         stores.push(writer);
@@ -459,8 +569,10 @@ export function memberLostCase(define: Define): void {
               `${round}: a call hung`,
             );
             const took = performance.now() - started;
+            callCount++;
             if (result.ok) ok++;
             else if (!UnavailableError.isInstance(result.error)) throw result.error;
+            else unavailable++;
             expect(took, `${round}: a put and a get took ${Math.round(took)} ms`).toBeLessThan(bound * 2);
           }
           return ok;
@@ -487,6 +599,17 @@ export function memberLostCase(define: Define): void {
         }
         await retry(() => writer.put('m', 'final'), 30_000);
         await untilFinal('final');
+        t.recordHistory({
+          checker: 'calls',
+          operations: callCount,
+          unknown: unavailable,
+          faults: 2,
+          faultKinds: ['member killed', 'member frozen'],
+          result: 'ok',
+          durationMs: Math.round(performance.now() - began),
+          detail:
+            'every put+get settled within 2 x (requestTimeout + slack); the watch saw both final states',
+        });
       } finally {
         await Promise.allSettled(readers.map((r) => r.close()));
         await Promise.allSettled(stores.map((s) => s.close()));
@@ -538,7 +661,7 @@ export async function withFaultStores(
 }
 
 /** Retries `fn` until it resolves or `ms` pass (a server coming back); rethrows the last error. */
-async function retry<T>(fn: () => Promise<T>, ms: number): Promise<T> {
+export async function retry<T>(fn: () => Promise<T>, ms: number): Promise<T> {
   const until = performance.now() + ms;
   for (;;) {
     try {

@@ -8,7 +8,7 @@ import {
   type TreeEvent,
 } from '../index.js';
 import type { ProcessOptions } from './recipe-process-cases.js';
-import type { RowId } from './results.js';
+import type { CheckedHistory, RowId } from './results.js';
 
 /** The capabilities that gate tests (the boolean ones). */
 export type CapabilityName = 'watch' | 'watchTree' | 'lock' | 'ttl' | 'keepAlive' | 'consistentRead';
@@ -55,6 +55,12 @@ export interface FaultHooks {
   /** Restarts the fault server (keeping what its persistence keeps: maybe nothing); resolves once it serves again. */
   restart?(): Promise<void>;
   /**
+   * For an embedded store (no server to restart): closes every store `open`
+   * gave, as if every process using the data had exited; stores opened
+   * afterwards are the restarted processes.
+   */
+  reopen?(): Promise<void>;
+  /**
    * A cluster of the backend's own: `open(prefix)` of these hooks opens a
    * store on all its members, and the kit breaks one member at a time.
    */
@@ -74,6 +80,16 @@ export interface ClusterFaultHooks {
   thaw(member: number): Promise<void>;
   /** ms: the `requestTimeout` of the stores `open` gives; every call must settle within it. */
   readonly requestTimeout: number;
+  /** Link hooks (all four, or none): a store on one member's endpoint only. */
+  openOn?(member: number, prefix: string): Promise<Store>;
+  /** Cuts the member from every other member (a minority of one); its clients still reach it. Black holes, not resets. */
+  isolate?(member: number): Promise<void>;
+  /** Cuts the clients (this process) from the member; it still reaches the other members. */
+  partitionClients?(member: number): Promise<void>;
+  /** Heals every link cut by `isolate` and `partitionClients`. */
+  healAll?(): Promise<void>;
+  /** The member that leads now (optional): the link cases then isolate the leader first, the harder case. */
+  leader?(): Promise<number>;
 }
 
 /** What a test case declares about itself. */
@@ -87,7 +103,7 @@ export interface CaseSpec {
   /** Runs only when the backend passed a `crash` option. */
   readonly needsCrash?: boolean;
   /** Runs only when the backend's fault hooks include this one. */
-  readonly needsFault?: 'openPartitionable' | 'restart' | 'cluster';
+  readonly needsFault?: 'openPartitionable' | 'restart' | 'reopen' | 'cluster' | 'clusterLinks';
   /** Runs only when the backend passed a `processes` option (child processes open the same store). */
   readonly needsProcesses?: boolean;
   /** ms, from the capabilities; the default is 30 s (times `timeScale`). */
@@ -429,6 +445,8 @@ export interface EnvHost {
   readonly wipe: () => Promise<void>;
   /** Records a measurement or remark in the test's result (e.g. a failover time). */
   readonly note?: (text: string) => void;
+  /** Keeps a checked history for the results file. */
+  readonly record?: (history: CheckedHistory) => void;
 }
 
 /**
@@ -487,6 +505,11 @@ export class TestEnv {
   note(text: string): void {
     this.host.note?.(text);
     console.info(`[conformance] ${text}`);
+  }
+
+  /** Records a history this test checked (operations, faults, result) in the results file. */
+  recordHistory(history: CheckedHistory): void {
+    this.host.record?.(history);
   }
 
   /** Marks more matrix rows as exercised by this test. */

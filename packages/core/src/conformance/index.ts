@@ -12,13 +12,20 @@
 import { afterAll, beforeAll, describe, it } from 'vitest';
 import type { Capabilities, Store } from '../index.js';
 import { casCases } from './cas-cases.js';
-import { faultCases, fencedLockCase, linearizabilityCase, memberLostCase } from './fault-cases.js';
+import {
+  faultCases,
+  fencedLockCase,
+  linearizabilityCase,
+  memberLostCase,
+  reopenCase,
+} from './fault-cases.js';
 import { fuzzCases } from './fuzz-cases.js';
 import type { CapabilityName, CaseBody, CaseSpec, Define, FaultHooks, Settings } from './harness.js';
 import { TestEnv } from './harness.js';
 import { kvCases } from './kv-cases.js';
 import { lifecycleCases } from './lifecycle-cases.js';
 import { lockCases } from './lock-cases.js';
+import { clusterPartitionCases } from './partition-cases.js';
 import {
   discoveryCases,
   electionCases,
@@ -40,6 +47,7 @@ export {
 } from './harness.js';
 export type { ProcessOptions } from './recipe-process-cases.js';
 export {
+  type CheckedHistory,
   type ConformanceResults,
   ROWS,
   type RowId,
@@ -159,6 +167,7 @@ export function describeConformance(options: ConformanceOptions): void {
             open: options.open,
             wipe: () => admin.deleteTree(String(n)),
             note: (text) => ResultBook.note(entry, text),
+            record: (history) => ResultBook.history(entry, history),
           },
           `${root}/${n}`,
           entry.rows,
@@ -240,7 +249,9 @@ export function describeConformance(options: ConformanceOptions): void {
     describe('ttl and keepAlive', () => ttlCases(define));
     describe('prefixes, close, abort, capabilities', () => lifecycleCases(define));
     describe('faults: partitions and restarts', () => faultCases(define));
+    describe('faults: every process closed and reopened', () => reopenCase(define));
     describe('faults: a cluster member lost', () => memberLostCase(define));
+    describe('faults: cluster links cut', () => clusterPartitionCases(define));
     describe('linearizability', () => linearizabilityCase(define));
     describe('locks under faults', () => fencedLockCase(define));
     describe('fuzzed input', () => fuzzCases(define));
@@ -281,7 +292,11 @@ function skipReason(
   if (missing.length > 0) return `${name} declares ${missing.join(', ')}: false`;
   if (spec.unsupported && caps[spec.unsupported]) return `${name} supports ${spec.unsupported}`;
   if (spec.needsCrash && !settings.crash) return 'no crash option given';
-  if (spec.needsFault && !settings.faults?.[spec.needsFault])
+  if (spec.needsFault === 'clusterLinks') {
+    const c = settings.faults?.cluster;
+    if (!c?.openOn || !c.isolate || !c.partitionClients || !c.healAll)
+      return 'no faults.cluster link hooks (openOn, isolate, partitionClients, healAll) given';
+  } else if (spec.needsFault && !settings.faults?.[spec.needsFault])
     return `no faults.${spec.needsFault} hook given`;
   if (spec.needsProcesses && !settings.processes) return 'no processes option given';
   return undefined;

@@ -26,6 +26,7 @@ export const ROWS = [
   { id: 'partition', call: 'Fault: one client partitioned' },
   { id: 'restart', call: 'Fault: server restarted' },
   { id: 'memberLost', call: 'Fault: cluster member killed or frozen' },
+  { id: 'clusterPartition', call: 'Fault: cluster member isolated (links cut)' },
   { id: 'linearizable', call: 'Linearizable (checked history)' },
   { id: 'fencedLocks', call: 'Locks under faults (fenced)' },
   { id: 'fuzz', call: 'Fuzzed keys, values, options, URLs' },
@@ -54,6 +55,30 @@ export interface TestResult {
   readonly error?: string;
   /** Measurements the test recorded (e.g. a failover time). */
   readonly notes?: string[];
+  /** The histories the test checked, if it records them. */
+  readonly histories?: CheckedHistory[];
+}
+
+/**
+ * A history a fault or linearizability case checked, kept in the results
+ * file so a run can say what was checked per backend (scripts/histories.mjs).
+ */
+export interface CheckedHistory {
+  /** What was checked: `linearizable` (WGL, register with CAS), `locks` (holds, tokens), `calls` (bounded, durable). */
+  readonly checker: 'linearizable' | 'locks' | 'calls' | 'watch';
+  /** Operations in the history (for locks: holds). */
+  readonly operations: number;
+  /** Operations of unknown outcome (timed out, connection lost). */
+  readonly unknown?: number;
+  /** Faults injected while it ran. */
+  readonly faults: number;
+  /** What the faults were, e.g. `client link black-holed`, `member isolated`. */
+  readonly faultKinds: readonly string[];
+  readonly result: 'ok' | 'violation' | 'inconclusive';
+  /** ms the workload ran. */
+  readonly durationMs: number;
+  /** More numbers (states searched, fenced writes...). */
+  readonly detail?: string;
 }
 
 export interface RowResult {
@@ -90,6 +115,7 @@ interface Entry {
   durationMs?: number;
   error?: string;
   notes?: string[];
+  histories?: CheckedHistory[];
 }
 
 /**
@@ -113,6 +139,12 @@ export class ResultBook {
     entry.state = 'running';
     entry.started = performance.now();
     delete entry.error;
+    delete entry.histories;
+  }
+
+  static history(entry: Entry, history: CheckedHistory): void {
+    entry.histories ??= [];
+    entry.histories.push(history);
   }
 
   static note(entry: Entry, text: string): void {
@@ -138,6 +170,7 @@ export class ResultBook {
         ...(e.durationMs === undefined ? {} : { durationMs: e.durationMs }),
         ...(error === undefined ? {} : { error }),
         ...(e.notes === undefined ? {} : { notes: e.notes }),
+        ...(e.histories ? { histories: e.histories } : {}),
       };
     });
     const openMessage =
