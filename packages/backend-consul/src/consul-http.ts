@@ -69,8 +69,9 @@ export class ConsulHttp {
     if (this.destroyed) throw new ConsulConnectError('consul: the connection pool is closed');
     const endpoints = this.settings.endpoints;
     let last: unknown;
+    const start = this.current;
     for (let tried = 0; tried < endpoints.length; tried++) {
-      const at = (this.current + tried) % endpoints.length;
+      const at = (start + tried) % endpoints.length;
       try {
         const response = await this.once(endpoints[at] as ConsulEndpoint, call);
         this.current = at;

@@ -246,7 +246,14 @@ export class ConsulStore extends BaseStore {
       Results?: TxnResult[] | null;
       Errors?: { OpIndex: number; What: string }[] | null;
     };
-    if (res.status === 409 || (body.Errors && body.Errors.length > 0)) throw new TxnFailed(body.Errors ?? []);
+    if (res.status === 409 || (body.Errors && body.Errors.length > 0)) {
+      const errors = body.Errors ?? [];
+      // An ACL refusal of one op comes back as an op error, not as a 403.
+      const denied = errors.find((e) => /permission denied|acl not found/i.test(e.What));
+      if (denied)
+        throw mapConsulError(new ConsulHttpError(403, denied.What, 'consul /v1/txn'), 'transaction');
+      throw new TxnFailed(errors);
+    }
     return body.Results ?? [];
   }
 
