@@ -48,6 +48,12 @@ export function mapConsulError(error: unknown, operation: string): KVError {
         options,
       );
     }
+    if (/HTTP request to an HTTPS server/i.test(error.body)) {
+      return new InvalidArgumentError(
+        `${text} (the agent serves HTTPS here: use consuls:// or tls: true)`,
+        options,
+      );
+    }
     if (error.status === 400 || error.status === 405 || error.status === 413) {
       return new InvalidArgumentError(text, options);
     }

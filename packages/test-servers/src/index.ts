@@ -1,3 +1,4 @@
+export { makeTestCertificates, type TestCertificates } from './certs.js';
 export {
   type ClusterFaultHooksFor,
   clusterFaultHooks,
