@@ -1,3 +1,4 @@
+export { makeTestCertificates, type TestCertificates } from './certs.js';
 export {
   type ClusterNet,
   type ClusterNetOptions,

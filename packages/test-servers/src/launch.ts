@@ -506,6 +506,12 @@ export interface ConsulOptions extends LaunchOptions {
   sessionTtlMin?: string;
   /** Extra HCL snippets passed with -hcl. */
   hcl?: string[];
+  /**
+   * A one-server agent (`-server -bootstrap-expect=1`, not `-dev`) whose raft
+   * data lives in `dataDir`: a restart keeps keys, sessions and the raft
+   * index. Default false (a dev agent, in memory).
+   */
+  persistent?: boolean;
 }
 
 export interface ZooKeeperOptions extends LaunchOptions {
@@ -787,7 +793,11 @@ export async function launchConsul(
         number,
       ];
       const dataDir = opts.dataDir ?? join(base, 'data');
-      const hcl = [`session_ttl_min = "${opts.sessionTtlMin ?? '1s'}"`, ...(opts.hcl ?? [])];
+      const hcl = [
+        `session_ttl_min = "${opts.sessionTtlMin ?? '1s'}"`,
+        ...(opts.persistent ? ['performance { raft_multiplier = 1 }'] : []),
+        ...(opts.hcl ?? []),
+      ];
       const url = `http://${HOST}:${http}`;
       const spec: ProcessSpec = {
         kind: 'consul',
@@ -795,7 +805,7 @@ export async function launchConsul(
         command: bins.consul,
         args: [
           'agent',
-          '-dev',
+          ...(opts.persistent ? ['-server', '-bootstrap-expect=1', '-ui=false'] : ['-dev']),
           `-node=kv-test-${http}`,
           `-bind=${HOST}`,
           `-client=${HOST}`,

@@ -1,0 +1,72 @@
+import { createStore, InvalidArgumentError, UnavailableError } from '@kv/core';
+import { serverFor } from '@kv/test-servers';
+import { describe, expect, it } from 'vitest';
+import { ConsulStore, parseConsulUrl } from '../src/index.js';
+
+const consul = await serverFor('consul');
+
+describe('consul URLs and options', () => {
+  it('parses tokens, several endpoints, the prefix and options', () => {
+    expect(
+      parseConsulUrl('consul://s3cr3t@10.0.0.1:8500,10.0.0.2:8500/app/x?dc=dc2&consistency=stale'),
+    ).toEqual({
+      backend: 'consul',
+      token: 's3cr3t',
+      endpoints: ['10.0.0.1:8500', '10.0.0.2:8500'],
+      prefix: '/app/x',
+      dc: 'dc2',
+      consistency: 'stale',
+    });
+    expect(parseConsulUrl('consuls://h:8501/p')).toMatchObject({ backend: 'consuls', tls: true });
+    expect(() => parseConsulUrl('consul://u:p@h:8500/p')).toThrow(InvalidArgumentError);
+  });
+
+  it('refuses bad options with InvalidArgumentError before connecting', async () => {
+    const bad = [
+      { backend: 'consul', endpoints: ['127.0.0.1:1'], consistency: 'sometimes' },
+      { backend: 'consul', endpoints: ['127.0.0.1:1'], username: 'u', password: 'p' },
+      { backend: 'consul', endpoints: ['127.0.0.1:1'], datacenter: 'a', dc: 'b' },
+      { backend: 'consul', endpoints: ['redis://127.0.0.1:1'] },
+      { backend: 'consul', endpoints: ['127.0.0.1:1'], blockingWait: -1 },
+      { backend: 'consul', endpoints: ['127.0.0.1:1'], caFile: '/nonexistent/ca.pem' },
+    ];
+    for (const config of bad) {
+      await expect(createStore(config), JSON.stringify(config)).rejects.toBeInstanceOf(InvalidArgumentError);
+    }
+  });
+
+  it('a dead agent is UnavailableError within connectTimeout', async () => {
+    const started = performance.now();
+    await expect(createStore('consul://127.0.0.1:1/p?connectTimeout=1000')).rejects.toBeInstanceOf(
+      UnavailableError,
+    );
+    expect(performance.now() - started).toBeLessThan(5_000);
+  });
+});
+
+describe.skipIf(!consul.available)('consul://127.0.0.1:PORT/prefix against the agent', () => {
+  it('opens, reports the agent limits, and fails over past a dead endpoint', async () => {
+    const [endpoint] = consul.endpoints;
+    await using store = await createStore(`consul://${endpoint}/held-out/prefix`);
+    expect(store).toBeInstanceOf(ConsulStore);
+    expect(store.prefix).toBe('held-out/prefix');
+    // The test agent runs with session_ttl_min = 1s: every ttl is two sessions TTLs.
+    expect(store.capabilities.minTtl).toBe(2_000);
+    expect(store.capabilities.maxValueSize).toBe(Math.floor((512 * 1024 - 2_048) / 4) * 3);
+    await store.put('k', 'v');
+    expect(new TextDecoder().decode((await store.get('k')).value)).toBe('v');
+
+    // The first endpoint refuses connections: every call goes on to the next agent.
+    await using failover = await createStore(`consul://127.0.0.1:1,${endpoint}/held-out/prefix`);
+    expect(new TextDecoder().decode((await failover.get('k')).value)).toBe('v');
+    await failover.put('k2', 'v2');
+    expect((await failover.list('')).map((p) => p.key)).toEqual(['k', 'k2']);
+    await store.deleteTree('k');
+    await store.deleteTree('k2');
+  });
+
+  it('a ttl under minTtl names session_ttl_min', async () => {
+    await using store = await createStore(`consul://${consul.endpoints[0]}/ttl-min`);
+    await expect(store.put('k', 'v', { ttl: 1_000 })).rejects.toThrow(/session_ttl_min/);
+  });
+});

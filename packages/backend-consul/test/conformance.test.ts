@@ -1,0 +1,32 @@
+import { createStore } from '@kv/core';
+import { describeConformance } from '@kv/core/conformance';
+import { launchConsul, privateServer, serverFaultHooks, serverFor } from '@kv/test-servers';
+import { afterAll } from 'vitest';
+import { ConsulStore } from '../src/index.js';
+
+const consul = await serverFor('consul');
+// The kit's fault cases break an agent of their own (a server agent whose raft data survives a
+// restart): partitions go through a proxy per client.
+const faultServer = consul.available
+  ? await privateServer('the fault cases', () => launchConsul({ persistent: true }))
+  : undefined;
+const faults = faultServer?.server
+  ? serverFaultHooks(faultServer.server, (endpoints, prefix) =>
+      createStore({ backend: 'consul', endpoints, prefix, requestTimeout: 1_000 }),
+    )
+  : undefined;
+afterAll(async () => {
+  await faults?.dispose();
+  await faultServer?.server?.dispose();
+});
+
+describeConformance({
+  name: 'consul',
+  skip: consul.available ? false : `no Consul agent: ${consul.reason}`,
+  open: (prefix) => createStore(`consul://${consul.endpoints[0]}/${prefix}`),
+  // A dead process sends nothing more: no session renewals, no destroys.
+  crash: (store) => {
+    if (store instanceof ConsulStore) store.http.close();
+  },
+  ...(faults ? { faults } : {}),
+});
