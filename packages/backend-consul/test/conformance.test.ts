@@ -28,5 +28,10 @@ describeConformance({
   crash: (store) => {
     if (store instanceof ConsulStore) store.http.close();
   },
+  // The multi-process recipe cases: child processes open the same agent by URL.
+  processes: {
+    url: (prefix) => `consul://${consul.endpoints.join(',')}/${prefix}`,
+    imports: ['@kv/backend-consul'],
+  },
   ...(faults ? { faults } : {}),
 });

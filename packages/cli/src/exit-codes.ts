@@ -25,6 +25,10 @@ export const EXIT_CODES = {
   LOCK_LOST: 20,
   CLOSED: 21,
   UNKNOWN_BACKEND: 22,
+  /** A value failed to decrypt or authenticate (an `encrypted()` store). */
+  INTEGRITY: 23,
+  /** A value did not validate against its codec or schema (a `typed()` store). */
+  INVALID_VALUE: 24,
 } as const satisfies Record<'OK' | 'FALSE' | 'USAGE' | 'INTERNAL' | KVErrorCode, number>;
 
 /** The exit status for an error thrown by a command. */
