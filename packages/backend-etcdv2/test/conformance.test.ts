@@ -1,0 +1,46 @@
+import { createStore } from '@kv/core';
+import { describeConformance } from '@kv/core/conformance';
+import {
+  clusterFaultHooks,
+  launchEtcd,
+  launchEtcdCluster,
+  privateServer,
+  serverFaultHooks,
+  serverFor,
+} from '@kv/test-servers';
+import { afterAll } from 'vitest';
+import { EtcdV2Store } from '../src/index.js';
+
+const etcd = await serverFor('etcd');
+const faultServer = etcd.available ? await privateServer('the fault cases', () => launchEtcd()) : undefined;
+const faults = faultServer?.server
+  ? serverFaultHooks(faultServer.server, (endpoints, prefix) =>
+      createStore({ backend: 'etcdv2', endpoints, prefix, requestTimeout: 1_000 }),
+    )
+  : undefined;
+const faultCluster =
+  etcd.available && process.env.KV_ETCDV2_NO_CLUSTER !== '1'
+    ? await privateServer('the cluster fault cases', () => launchEtcdCluster())
+    : undefined;
+const cluster = faultCluster?.server
+  ? clusterFaultHooks(faultCluster.server, 2_000, (endpoints, prefix) =>
+      createStore({ backend: 'etcdv2', endpoints, prefix, requestTimeout: 2_000 }),
+    )
+  : undefined;
+afterAll(async () => {
+  await faults?.dispose();
+  await faultServer?.server?.dispose();
+  await faultCluster?.server?.dispose();
+});
+
+describeConformance({
+  name: 'etcdv2',
+  skip: etcd.available ? false : `no etcd server: ${etcd.reason}`,
+  // The held-out URL form.
+  open: (prefix) => createStore(`etcdv2://${etcd.endpoints[0]}/${prefix}`),
+  // A dead process sends nothing more: no refreshes, no deletes.
+  crash: (store) => {
+    if (store instanceof EtcdV2Store) store.client.halt();
+  },
+  ...(faults ? { faults: { ...faults, ...(cluster ? { cluster } : {}) } } : {}),
+});
