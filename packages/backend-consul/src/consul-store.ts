@@ -79,7 +79,12 @@ const NON_PRINTABLE = /[^\x20-\x7e]/;
 
 function printablePrefix(key: string): string {
   const at = key.search(NON_PRINTABLE);
-  return at < 0 ? key : key.slice(0, at);
+  if (at < 0) return key;
+  const prefix = key.slice(0, at);
+  // A path ending in a `.` or `..` segment is cleaned by Go's HTTP mux (a 301 to another path):
+  // stop at the segment's start instead.
+  const last = prefix.slice(prefix.lastIndexOf('/') + 1);
+  return last === '.' || last === '..' ? prefix.slice(0, prefix.length - last.length) : prefix;
 }
 
 function deadlineOf(entry: ConsulEntry): number | undefined {

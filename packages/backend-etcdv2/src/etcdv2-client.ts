@@ -167,9 +167,12 @@ export class EtcdV2Client {
         const connected = () => {
           sent = true;
         };
-        if ((socket as { connecting?: boolean }).connecting) socket.once('connect', connected);
-        else connected();
-        socket.once('secureConnect', connected);
+        // Listeners only on a socket still connecting: a reused keep-alive socket is connected
+        // already, and adding listeners to it on every request would pile them up.
+        if ((socket as { connecting?: boolean }).connecting) {
+          socket.once('connect', connected);
+          socket.once('secureConnect', connected);
+        } else connected();
       });
       req.on('error', (error) =>
         finish(new TransportError(`${host}: ${error.message}`, !sent, { cause: error })),

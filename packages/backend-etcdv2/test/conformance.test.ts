@@ -42,5 +42,10 @@ describeConformance({
   crash: (store) => {
     if (store instanceof EtcdV2Store) store.client.halt();
   },
+  // The multi-process recipe cases: child processes open the same server by URL.
+  processes: {
+    url: (prefix) => `etcdv2://${etcd.endpoints.join(',')}/${prefix}`,
+    imports: ['@kv/backend-etcdv2'],
+  },
   ...(faults ? { faults: { ...faults, ...(cluster ? { cluster } : {}) } } : {}),
 });
