@@ -1,5 +1,5 @@
 import { normalizeKey, type RawPair } from '@kv/core';
-import type { IKeyValue } from 'etcd3';
+import type { ICompare, IKeyValue } from 'etcd3';
 
 /*
  * Key mapping: a store key is the etcd key, as UTF-8, with the store prefix
@@ -13,6 +13,8 @@ import type { IKeyValue } from 'etcd3';
 const decoder = new TextDecoder('utf-8', { fatal: true });
 const EMPTY = new Uint8Array(0);
 const ZERO = Buffer.from([0]);
+/** An empty value (lock waiter keys hold nothing). */
+export const NO_BYTES = Buffer.alloc(0);
 
 export function keyBytes(key: string): Buffer {
   return Buffer.from(key, 'utf8');
@@ -71,4 +73,16 @@ export function rawPair(kv: IKeyValue, key?: string): RawPair | undefined {
   const text = key ?? decodeKey(kv.key);
   if (text === undefined) return undefined;
   return { key: text, value: bytesOf(kv.value), lastIndex: num(kv.mod_revision) };
+}
+/** Compare: the key does not exist. */
+export function absent(key: Buffer): ICompare {
+  return { key, target: 'Create', result: 'Equal', create_revision: 0 };
+}
+
+/** The key exists and is at `index`. */
+export function unchanged(key: Buffer, index: number): ICompare[] {
+  return [
+    { key, target: 'Mod', result: 'Equal', mod_revision: index },
+    { key, target: 'Version', result: 'Greater', version: 0 },
+  ];
 }

@@ -14,7 +14,7 @@ import {
   type EtcdStatus,
   EtcdStore,
   type RangeOptions,
-} from './etcd-store.js';
+} from './etcd-toolkit.js';
 
 export {
   type CompareOperator,

@@ -1,0 +1,354 @@
+import {
+  type AcquiredLock,
+  type AcquireRequest,
+  abortError,
+  backoff,
+  delay,
+  type KVError,
+  LockLostError,
+  monotonicNow,
+} from '@kv/core';
+import type { Etcd3, ICompare, IKeyValue, IRequestOp } from 'etcd3';
+import { isPermanent } from './etcd-errors.js';
+import { keyBytes, NO_BYTES, num, valueBytes, waiterKey, waiterRange } from './etcd-keys.js';
+import { keepAliveOnce, type LeaseKeeper } from './leases.js';
+
+/**
+ * s: the lease of a waiter's place in a lock queue (etcd's shortest lease by
+ * default), kept alive while it waits: a waiter that dies leaves the queue
+ * within this (plus etcd's 500 ms expiry sweep), whatever the lock's ttl.
+ */
+export const QUEUE_LEASE_SECONDS = 2;
+/** ms between keep-alives of a queue lease: a live waiter's lease always has more than 1 s left. */
+const QUEUE_KEEPALIVE_MS = 400;
+/** ms between looks at the lease of the waiter just before this one. */
+const QUEUE_PROBE_MS = 250;
+
+/** What the lock recipe needs from the store that runs it. */
+export interface LockHost {
+  readonly client: Etcd3;
+  readonly keeper: LeaseKeeper;
+  /** Grants a lease of `seconds` (refusing one the server made longer). */
+  grant(seconds: number): Promise<string>;
+  revoke(id: string): Promise<void>;
+  /** Revokes in the background (the store's close waits for it, briefly). */
+  revokeLater(id: string): void;
+  /** Resolves when `key` is deleted at `fromRevision` or later. */
+  waitForDelete(key: Buffer, fromRevision: number, signal: AbortSignal): Promise<void>;
+  mapError(error: unknown, operation: string): KVError;
+  /** A full etcd key as the store key the user gave. */
+  userKey(full: string): string;
+}
+
+/** The lock primitive of the etcd store (`_acquireLock`), on leases and waiter keys. */
+export class EtcdLocks {
+  private readonly client: Etcd3;
+  private readonly keeper: LeaseKeeper;
+
+  constructor(private readonly host: LockHost) {
+    this.client = host.client;
+    this.keeper = host.keeper;
+  }
+
+  /**
+   * etcd's lock recipe. Each contender grants a lease of the lock's ttl and
+   * puts a waiter key `<key>\u0001lock/<lease>`; the waiter with the lowest
+   * create revision holds the lock. If no waiter exists, one transaction puts
+   * the waiter and the lock's value at `<key>`, both on the ttl lease.
+   * Otherwise the waiter key goes on a short queue lease of its own
+   * (`QUEUE_LEASE_SECONDS`, kept alive while waiting), so a waiter that dies
+   * leaves the queue within seconds, not within the lock's ttl; the
+   * contender waits for the delete of the waiter just before it, then, in
+   * one transaction that requires its waiter key to still exist with its
+   * create revision, moves that key onto the ttl lease and writes the value.
+   * A put keeps a key's create revision, so the fencing token (the waiter's
+   * create revision) is the revision the contender queued at, and tokens
+   * grow with every holder: a holder only ever follows waiters created
+   * before it. If the queue lease is lost while waiting, the waiter key is
+   * gone and the contender queues again at the back. Unlock revokes the ttl
+   * lease, which deletes both keys at once and wakes the next waiter.
+   */
+  async acquire(key: string, request: AcquireRequest): Promise<AcquiredLock | null> {
+    const seconds = Math.ceil(request.ttl / 1000);
+    for (;;) {
+      if (request.signal.aborted) throw abortError(request.signal);
+      // Monotonic: the loss deadline is a duration from here, immune to wall-clock jumps.
+      const grantedAt = monotonicNow();
+      // lock(): the ttl lease and the queue lease, in one round trip.
+      const granted = await Promise.allSettled([
+        this.host.grant(seconds),
+        request.wait ? this.grantQueueLease() : Promise.resolve(undefined),
+      ]);
+      const [ttlLease, queueLease] = granted;
+      if (ttlLease.status === 'rejected' || queueLease.status === 'rejected') {
+        if (ttlLease.status === 'fulfilled') this.host.revokeLater(ttlLease.value);
+        if (queueLease.status === 'fulfilled' && queueLease.value) this.host.revokeLater(queueLease.value.id);
+        throw ttlLease.status === 'rejected' ? ttlLease.reason : (queueLease as PromiseRejectedResult).reason;
+      }
+      const lease = ttlLease.value;
+      let handedOver = false;
+      try {
+        const outcome = await this.contend(key, lease, queueLease.value, seconds, grantedAt, request);
+        if (outcome === 'again') continue;
+        handedOver = outcome !== null;
+        return outcome;
+      } finally {
+        if (!handedOver) this.host.revokeLater(lease);
+        if (queueLease.value) this.host.revokeLater(queueLease.value.id);
+      }
+    }
+  }
+
+  /** A short lease for a waiter's place in a lock queue; the server may make it longer (its minimum). */
+  private async grantQueueLease(): Promise<{ id: string; seconds: number }> {
+    const response = await this.client.leaseClient.leaseGrant({ TTL: QUEUE_LEASE_SECONDS });
+    if (response.error) throw new Error(`lease grant failed: ${response.error}`);
+    return { id: response.ID, seconds: Math.max(1, num(response.TTL)) };
+  }
+
+  private async contend(
+    key: string,
+    lease: string,
+    queueLease: { id: string; seconds: number } | undefined,
+    seconds: number,
+    grantedAt: number,
+    request: AcquireRequest,
+  ): Promise<AcquiredLock | null | 'again'> {
+    const waiter = keyBytes(waiterKey(key, lease));
+    const lockKey = keyBytes(key);
+    const value = valueBytes(request.value);
+    const queue = waiterRange(key);
+    const first = await this.client.kv.txn({
+      compare: [{ ...queue, target: 'Create', result: 'Equal', create_revision: 0 }],
+      success: [
+        { request_put: { key: waiter, value: NO_BYTES, lease } },
+        { request_put: { key: lockKey, value, lease } },
+      ],
+      failure: queueLease ? [{ request_put: { key: waiter, value: NO_BYTES, lease: queueLease.id } }] : [],
+    });
+    const mine = num(first.header.revision);
+    // Aborted meanwhile: the caller is gone; the leases (and with them anything written) are revoked.
+    if (request.signal.aborted) throw abortError(request.signal);
+    if (first.succeeded) return this.holding(key, waiter, lease, mine, mine, grantedAt, request);
+    if (!queueLease) return this.tryPastDeadWaiters(key, waiter, lease, value, grantedAt, request);
+
+    // Queued: keep both leases alive while waiting; if either is lost anyway, start over.
+    const waiting = new AbortController();
+    const onAbort = () => waiting.abort(request.signal.reason);
+    request.signal.addEventListener('abort', onAbort, { once: true });
+    let leaseLost = false;
+    const lost = (why: string) => () => {
+      leaseLost = true;
+      waiting.abort(new Error(why));
+    };
+    this.keeper.add(lease, seconds, lost('the lock lease expired'), grantedAt);
+    this.keeper.add(
+      queueLease.id,
+      queueLease.seconds,
+      lost('the queue lease expired'),
+      grantedAt,
+      Math.min(QUEUE_KEEPALIVE_MS, (queueLease.seconds * 1000) / 3),
+    );
+    try {
+      for (let failures = 0; ; ) {
+        if (request.signal.aborted) throw abortError(request.signal);
+        if (leaseLost) return 'again';
+        try {
+          const before = await this.client.kv.range({
+            ...queue,
+            max_create_revision: mine - 1,
+            sort_order: 'Descend',
+            sort_target: 'Create',
+            limit: 1,
+          });
+          const previous = before.kvs[0];
+          if (!previous) {
+            // First in line: move the waiter key (same create revision, so same token) onto the ttl lease.
+            const confirm = await this.client.kv.txn({
+              compare: [{ key: waiter, target: 'Create', result: 'Equal', create_revision: mine }],
+              success: [
+                { request_put: { key: waiter, value: NO_BYTES, lease } },
+                { request_put: { key: lockKey, value, lease } },
+              ],
+            });
+            if (!confirm.succeeded) return 'again';
+            if (request.signal.aborted) throw abortError(request.signal);
+            // The lease, and so the lock, runs at least its ttl from the last renewal the server confirmed.
+            const sentAt = this.keeper.confirmedSentAt(lease) ?? grantedAt;
+            this.keeper.remove(lease);
+            return this.holding(key, waiter, lease, mine, num(confirm.header.revision), sentAt, request);
+          }
+          await this.waitForTurn(previous, lockKey, num(before.header.revision) + 1, waiting.signal);
+          failures = 0;
+        } catch (error) {
+          if (request.signal.aborted) throw abortError(request.signal);
+          if (leaseLost) return 'again';
+          const mapped = this.host.mapError(error, 'lock');
+          if (isPermanent(mapped)) throw mapped;
+          // The server is unreachable: keep waiting; the lease keeper decides whether our place is lost.
+          await delay(backoff(failures++, 100, 2_000), waiting.signal).catch(() => {});
+        }
+      }
+    } finally {
+      request.signal.removeEventListener('abort', onAbort);
+      this.keeper.remove(lease);
+      this.keeper.remove(queueLease.id);
+    }
+  }
+
+  /**
+   * Waits for the delete of the waiter just before this one. If that one is
+   * itself waiting (its key is not on the lock key's lease), its queue lease
+   * is looked at every `QUEUE_PROBE_MS`: a live waiter renews it every
+   * `QUEUE_KEEPALIVE_MS`, so it always has more than 1 s left; one with less
+   * (etcd says 0 s) has stopped renewing, and its key is deleted in a
+   * transaction that requires it unchanged since it was read (it never moved
+   * onto a ttl lease, so it never held) and not on the lock key's lease.
+   * Deleting a waiter's key never frees a held lock: a waiter holds only
+   * through a transaction that requires its own key, with its create
+   * revision. A waiter stalled that long merely queues again.
+   */
+  private async waitForTurn(
+    previous: IKeyValue,
+    lockKey: Buffer,
+    fromRevision: number,
+    signal: AbortSignal,
+  ): Promise<void> {
+    if (signal.aborted) throw abortError(signal);
+    const stop = new AbortController();
+    const onAbort = () => stop.abort(signal.reason);
+    signal.addEventListener('abort', onAbort, { once: true });
+    const deleted = this.host.waitForDelete(previous.key, fromRevision, stop.signal);
+    const reaped = this.reapWhenDead(previous, lockKey, stop.signal);
+    try {
+      await Promise.race([deleted, reaped]);
+    } finally {
+      signal.removeEventListener('abort', onAbort);
+      stop.abort();
+      deleted.catch(() => {});
+      reaped.catch(() => {});
+    }
+    if (signal.aborted) throw abortError(signal);
+  }
+
+  /** Resolves once it deleted the key of a dead waiter; never resolves otherwise (until `signal`). */
+  private async reapWhenDead(previous: IKeyValue, lockKey: Buffer, signal: AbortSignal): Promise<void> {
+    const never = new Promise<void>((_, reject) =>
+      signal.addEventListener('abort', () => reject(abortError(signal)), { once: true }),
+    );
+    never.catch(() => {});
+    const lease = previous.lease ? String(previous.lease) : '0';
+    if (!isQueued(previous)) return never;
+    try {
+      for (;;) {
+        await delay(QUEUE_PROBE_MS, signal);
+        const ttl = await this.client.leaseClient.leaseTimeToLive({ ID: lease });
+        if (num(ttl.TTL) > 0) continue;
+        const reap = await this.client.kv.txn({
+          compare: [
+            { key: previous.key, target: 'Mod', result: 'Equal', mod_revision: previous.mod_revision },
+            { key: lockKey, target: 'Lease', result: 'NotEqual', lease },
+          ],
+          success: [{ request_delete_range: { key: previous.key } }],
+        });
+        return reap.succeeded ? undefined : never;
+      }
+    } catch {
+      // Unreachable, or stopped: the delete watch decides.
+      return never;
+    }
+  }
+
+  /**
+   * `tryLock()` found waiters: if none holds (no waiter key on the lock key's
+   * lease) and every one has stopped renewing its queue lease (etcd says 0 s
+   * left; see `waitForTurn`), one transaction deletes their keys, provided
+   * they are unchanged and no waiter came meanwhile, and takes the lock.
+   */
+  private async tryPastDeadWaiters(
+    key: string,
+    waiter: Buffer,
+    lease: string,
+    value: Buffer,
+    grantedAt: number,
+    request: AcquireRequest,
+  ): Promise<AcquiredLock | null> {
+    const queue = waiterRange(key);
+    const lockKey = keyBytes(key);
+    const [waiting, held] = await Promise.all([
+      this.client.kv.range({ ...queue, limit: 17 }),
+      this.client.kv.range({ key: lockKey, keys_only: true }),
+    ]);
+    const dead = waiting.kvs;
+    if (dead.length === 0 || dead.length > 16) return null;
+    const heldBy = held.kvs[0] ? String(held.kvs[0].lease) : undefined;
+    if (dead.some((kv) => !isQueued(kv) || String(kv.lease) === heldBy)) return null;
+    const ttls = await Promise.all(
+      dead.map((kv) => this.client.leaseClient.leaseTimeToLive({ ID: String(kv.lease) })),
+    );
+    if (ttls.some((ttl) => num(ttl.TTL) > 0)) return null;
+    const newest = Math.max(...dead.map((kv) => num(kv.create_revision)));
+    const taken = await this.client.kv.txn({
+      compare: [
+        ...dead.map(
+          (kv): ICompare => ({ key: kv.key, target: 'Mod', result: 'Equal', mod_revision: kv.mod_revision }),
+        ),
+        { ...queue, target: 'Create', result: 'Less', create_revision: newest + 1 },
+      ],
+      success: [
+        ...dead.map((kv): IRequestOp => ({ request_delete_range: { key: kv.key } })),
+        { request_put: { key: waiter, value: NO_BYTES, lease } },
+        { request_put: { key: lockKey, value, lease } },
+      ],
+    });
+    if (!taken.succeeded) return null;
+    if (request.signal.aborted) throw abortError(request.signal);
+    const token = num(taken.header.revision);
+    return this.holding(key, waiter, lease, token, token, grantedAt, request);
+  }
+
+  private holding(
+    key: string,
+    waiter: Buffer,
+    lease: string,
+    token: number,
+    heldSince: number,
+    sentAt: number,
+    request: AcquireRequest,
+  ): AcquiredLock {
+    const watching = new AbortController();
+    void this.host.waitForDelete(waiter, heldSince + 1, watching.signal).then(
+      () => {
+        if (!watching.signal.aborted)
+          request.onLost('its waiter key was deleted (the lease expired or the key was removed)');
+      },
+      () => {},
+    );
+    return {
+      fencingToken: token,
+      sentAt,
+      renew: async (signal) => {
+        const ttl = await keepAliveOnce(this.client, lease, signal);
+        if (ttl <= 0) throw new LockLostError(this.host.userKey(key), 'its lease expired');
+      },
+      release: async () => {
+        watching.abort();
+        await this.host.revoke(lease);
+      },
+    };
+  }
+}
+
+/**
+ * A waiter key still waiting on its queue lease: its name carries its ttl
+ * lease, it sits on another one. A holder's key is on the lease its name
+ * carries (put there at once, or moved there when it acquired), as is every
+ * key of an older version of this package: never treated as a waiter.
+ */
+function isQueued(kv: IKeyValue): boolean {
+  const lease = kv.lease ? String(kv.lease) : '0';
+  if (lease === '0') return false;
+  const name = Buffer.from(kv.key).toString('latin1');
+  const slash = name.lastIndexOf('/');
+  return slash >= 0 && name.slice(slash + 1) !== BigInt(lease).toString(16);
+}
