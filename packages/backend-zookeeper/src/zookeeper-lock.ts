@@ -1,0 +1,239 @@
+import {
+  type AcquiredLock,
+  type AcquireRequest,
+  InvalidArgumentError,
+  LockLostError,
+  monotonicNow,
+} from '@kv/core';
+import { Wake } from './wake.js';
+import { isRc, ZK } from './zookeeper-errors.js';
+import { encodeSegment, encodeValue, pathOf } from './zookeeper-nodes.js';
+import { EPHEMERAL, EPHEMERAL_SEQUENTIAL, type NativeStat, type ZkSession } from './zookeeper-session.js';
+import type { EphemeralSession } from './zookeeper-store.js';
+
+/** What the lock recipe needs from the store. */
+export interface ZkLockHost {
+  readonly main: ZkSession;
+  readonly waiters: ZkSession;
+  readonly lockRoot: string;
+  readonly requestTimeout: number;
+  readonly stopping: AbortSignal;
+  ttlSession(ttl: number): Promise<EphemeralSession>;
+  createNode(
+    session: ZkSession,
+    path: string,
+    data: Uint8Array,
+    flags: number,
+    signal: AbortSignal,
+  ): Promise<string>;
+  deleteKey(fullKey: string, signal: AbortSignal): Promise<void>;
+  userKey(fullKey: string): string;
+}
+
+const WAITER = 'w-';
+const HOLDER = 'holder';
+
+/** The lock's queue: under the first prefix segment, out of reach of any user key's deleteTree. */
+export function lockDirOf(host: ZkLockHost, fullKey: string): string {
+  return `${host.lockRoot}/${fullKey.split('/').map(encodeSegment).join('%002F')}`;
+}
+
+/**
+ * The ZooKeeper lock recipe, in two sessions:
+ * - a waiter queues as an ephemeral sequential node `w-N` in the store's
+ *   shortest session (so a dead waiter's place goes within the server's
+ *   minSessionTimeout) and watches only its predecessor: no herd;
+ * - the first waiter (or a tryLock) takes the lock by creating the
+ *   ephemeral node `holder` in a session whose timeout is the lock's ttl:
+ *   only one create can succeed, and the node goes when its holder stops
+ *   renewing the session. The fencing token is that node's `czxid`: every
+ *   acquisition creates it anew, so it only grows, across deleted queues
+ *   and server restarts alike.
+ * While held, the lock key itself holds the lock's value (an ephemeral node
+ * of the same session). Renewal is a round trip on the holder's session:
+ * the core's loss deadline (3/4 of the ttl after the last renewal that was
+ * sent and answered) then falls before the server can expire the session.
+ */
+export async function acquireZkLock(
+  host: ZkLockHost,
+  fullKey: string,
+  request: AcquireRequest,
+): Promise<AcquiredLock | null> {
+  const { signal, ttl } = request;
+  const es = await host.ttlSession(ttl);
+  const granted = es.session.granted;
+  if (granted !== ttl) {
+    throw new InvalidArgumentError(
+      `lock ttl ${ttl} ms: the server grants a session of ${granted} ms for it (its minSessionTimeout/maxSessionTimeout); a lock needs a session of exactly its ttl`,
+    );
+  }
+  const dir = lockDirOf(host, fullKey);
+  const holderPath = `${dir}/${HOLDER}`;
+  if (!request.wait) return take(host, es, fullKey, dir, holderPath, request);
+  let mine: string | undefined;
+  let mineGeneration = 0;
+  try {
+    for (;;) {
+      if (signal.aborted) throw signal.reason;
+      if (!mine || host.waiters.generation !== mineGeneration) {
+        mineGeneration = host.waiters.generation;
+        mine = await host.createNode(
+          host.waiters,
+          `${dir}/${WAITER}`,
+          new Uint8Array(0),
+          EPHEMERAL_SEQUENTIAL,
+          signal,
+        );
+      }
+      const name = mine.slice(mine.lastIndexOf('/') + 1);
+      let names: string[];
+      try {
+        names = await host.main.children(signal, dir);
+      } catch (error) {
+        if (!isRc(error, ZK.NONODE)) throw error;
+        mine = undefined;
+        continue;
+      }
+      const queue = names.filter((n) => n.startsWith(WAITER)).sort();
+      const at = queue.indexOf(name);
+      if (at < 0) {
+        // Our place went (the waiter session was replaced): queue again.
+        mine = undefined;
+        continue;
+      }
+      const wake = new Wake();
+      host.waiters.on('session', wake.fire);
+      es.session.on('session', wake.fire);
+      try {
+        let stat: NativeStat | null;
+        if (at === 0) {
+          const acquired = await take(host, es, fullKey, dir, holderPath, request);
+          if (acquired) return acquired;
+          stat = await host.main.exists(signal, holderPath, wake.fire);
+        } else {
+          stat = await host.main.exists(signal, `${dir}/${queue[at - 1] as string}`, wake.fire);
+        }
+        if (stat) await wake.wait(signal);
+      } finally {
+        host.waiters.off('session', wake.fire);
+        es.session.off('session', wake.fire);
+      }
+    }
+  } finally {
+    if (mine) {
+      const path = mine;
+      const bound = AbortSignal.any([host.stopping, AbortSignal.timeout(host.requestTimeout)]);
+      void host.waiters.remove(bound, path, -1).catch(() => {});
+    }
+  }
+}
+
+/** Creates the holder node: the lock, or null if someone holds it. */
+async function take(
+  host: ZkLockHost,
+  es: EphemeralSession,
+  fullKey: string,
+  dir: string,
+  holderPath: string,
+  request: AcquireRequest,
+): Promise<AcquiredLock | null> {
+  const { signal } = request;
+  const session = es.session;
+  const generation = session.generation;
+  const sentAt = monotonicNow();
+  try {
+    await host.createNode(session, holderPath, new Uint8Array(0), EPHEMERAL, signal);
+  } catch (error) {
+    if (isRc(error, ZK.NODEEXISTS)) return null;
+    throw error;
+  }
+  const stat = await session.exists(signal, holderPath);
+  if (!stat || stat.ephemeralOwner !== session.sessionId || session.generation !== generation) {
+    return null;
+  }
+  const token = stat.czxid;
+  const keyPath = pathOf(fullKey);
+  const display = await showValue(host, session, keyPath, request.value, signal).catch(async (error) => {
+    await session.remove(AbortSignal.timeout(host.requestTimeout), holderPath, -1).catch(() => {});
+    throw error;
+  });
+  const onExpired = (gone: number) => {
+    if (gone === generation) request.onLost('its ZooKeeper session expired');
+  };
+  session.on('expired', onExpired);
+  const lost = () =>
+    new LockLostError(host.userKey(fullKey), 'its holder node is gone (the session expired)');
+  let released = false;
+  return {
+    fencingToken: token,
+    sentAt,
+    async renew(renewSignal) {
+      if (session.generation !== generation) throw lost();
+      const now = await session.exists(renewSignal, holderPath);
+      if (!now || now.czxid !== token || session.generation !== generation) throw lost();
+    },
+    async release(releaseSignal) {
+      if (released) return;
+      session.off('expired', onExpired);
+      if (session.generation !== generation) {
+        released = true;
+        return;
+      }
+      // The value first, then the holder: the next holder's value is never cleared by us.
+      if (display.ephemeral) {
+        const shown = await session.exists(releaseSignal, keyPath);
+        if (shown && shown.czxid === display.czxid) {
+          await session.remove(releaseSignal, keyPath, -1).catch((error) => {
+            if (!isRc(error, ZK.NONODE)) throw error;
+          });
+        }
+      } else {
+        await host.deleteKey(fullKey, releaseSignal);
+      }
+      const held = await session.exists(releaseSignal, holderPath);
+      if (held && held.czxid === token) {
+        await session.remove(releaseSignal, holderPath, -1).catch((error) => {
+          if (!isRc(error, ZK.NONODE)) throw error;
+        });
+      }
+      released = true;
+      // An empty queue goes too; a waiter that queues meanwhile makes it again.
+      void host.main.remove(releaseSignal, dir, -1).catch(() => {});
+    },
+  };
+}
+
+/**
+ * Writes the lock's value at the lock key: an ephemeral node of the holder's
+ * session, so it goes with the holder; a key that has children (an ephemeral
+ * node cannot) holds it as a plain value instead.
+ */
+async function showValue(
+  host: ZkLockHost,
+  session: ZkSession,
+  keyPath: string,
+  value: Uint8Array,
+  signal: AbortSignal,
+): Promise<{ ephemeral: boolean; czxid: number }> {
+  const data = encodeValue(value);
+  for (let attempt = 0; attempt < 20; attempt++) {
+    try {
+      await host.createNode(session, keyPath, data, EPHEMERAL, signal);
+      const stat = await session.exists(signal, keyPath);
+      return { ephemeral: true, czxid: stat?.czxid ?? 0 };
+    } catch (error) {
+      if (!isRc(error, ZK.NODEEXISTS)) throw error;
+    }
+    const stat = await host.main.exists(signal, keyPath);
+    if (!stat) continue;
+    if (stat.numChildren > 0) {
+      await host.main.set(signal, keyPath, data, -1);
+      return { ephemeral: false, czxid: stat.czxid };
+    }
+    // Left over (a value stored at the lock key, or a holder that lost it): the lock owns this key.
+    await host.main.remove(signal, keyPath, stat.version).catch((error) => {
+      if (!isRc(error, ZK.NONODE) && !isRc(error, ZK.BADVERSION)) throw error;
+    });
+  }
+  throw new Error(`could not write the lock value at ${keyPath}`);
+}
