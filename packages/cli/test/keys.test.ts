@@ -159,9 +159,9 @@ describe('kv errors: one line on stderr with the code, a distinct exit status pe
     [
       'backend not installed',
       ['get', 'a'],
-      { KV_URL: 'consul://127.0.0.1:8500/app' },
+      { KV_URL: 'mongo://127.0.0.1:27017/app' },
       EXIT_CODES.UNKNOWN_BACKEND,
-      /^kv: UNKNOWN_BACKEND: .*npm install @kv\/backend-consul/,
+      /^kv: UNKNOWN_BACKEND: .*mongo/,
     ],
     [
       // Port 9 (discard) on 127.0.0.1: nothing listens, the connection is refused.
