@@ -1,11 +1,10 @@
-import { readFileSync } from 'node:fs';
 import {
   type CommonConfig,
   InvalidArgumentError,
   parseStoreUrl,
   type ResolvedConfig,
   type StoreConfig,
-  type TlsOptions,
+  tlsMaterial,
 } from '@kv/core';
 
 /** Options of the etcd backend, beyond the common ones (`endpoints`, `prefix`, `username`, `password`, `token`, `tls`, `connectTimeout`, `requestTimeout`). */
@@ -114,59 +113,10 @@ function integer(config: Record<string, unknown>, name: string, fallback: number
   return value;
 }
 
-function pem(value: unknown, what: string): Buffer | undefined {
-  if (value === undefined) return undefined;
-  if (typeof value === 'string') return Buffer.from(value, 'utf8');
-  if (value instanceof Uint8Array) return Buffer.from(value.buffer, value.byteOffset, value.byteLength);
-  throw new InvalidArgumentError(`tls.${what} must be PEM text or bytes`);
-}
-
-function file(value: unknown, name: string): Buffer | undefined {
-  if (value === undefined) return undefined;
-  if (typeof value !== 'string' || value === '')
-    throw new InvalidArgumentError(`${name} must be a file path`);
-  try {
-    return readFileSync(value);
-  } catch (error) {
-    throw new InvalidArgumentError(`${name}: cannot read ${value}: ${(error as Error).message}`, {
-      cause: error,
-    });
-  }
-}
-
 /** Validates a resolved config and reads the TLS files. */
 export function settingsOf(config: ResolvedConfig & EtcdOptions & CommonConfig): EtcdSettings {
   const raw = config as unknown as Record<string, unknown>;
-  const tlsOption = config.tls as TlsOptions | boolean | undefined;
-  if (
-    tlsOption !== undefined &&
-    typeof tlsOption !== 'boolean' &&
-    (typeof tlsOption !== 'object' || tlsOption === null)
-  ) {
-    throw new InvalidArgumentError(
-      'tls must be true, false or { ca, cert, key, servername, rejectUnauthorized }',
-    );
-  }
-  const tlsObject = typeof tlsOption === 'object' ? tlsOption : {};
-  const unknownTls = Object.keys(tlsObject).filter(
-    (k) => !['ca', 'cert', 'key', 'servername', 'rejectUnauthorized'].includes(k),
-  );
-  if (unknownTls.length > 0)
-    throw new InvalidArgumentError(`unknown tls option(s): ${unknownTls.join(', ')}`);
-  const ca = pem(tlsObject.ca, 'ca') ?? file(raw.caFile, 'caFile');
-  const cert = pem(tlsObject.cert, 'cert') ?? file(raw.certFile, 'certFile');
-  const key = pem(tlsObject.key, 'key') ?? file(raw.keyFile, 'keyFile');
-  if ((cert === undefined) !== (key === undefined)) {
-    throw new InvalidArgumentError('a TLS client certificate needs both cert and key');
-  }
-  const servername = tlsObject.servername;
-  if (servername !== undefined && (typeof servername !== 'string' || servername === '')) {
-    throw new InvalidArgumentError('tls.servername must be a non-empty string');
-  }
-  const rejectUnauthorized = tlsObject.rejectUnauthorized;
-  if (rejectUnauthorized !== undefined && typeof rejectUnauthorized !== 'boolean') {
-    throw new InvalidArgumentError('tls.rejectUnauthorized must be a boolean');
-  }
+  const { option: tlsOption, ca, cert, key, servername, rejectUnauthorized } = tlsMaterial(config.tls, raw);
 
   const endpoints = config.endpoints && config.endpoints.length > 0 ? config.endpoints : [DEFAULT_ENDPOINT];
   const explicitTls = endpoints.filter((e) => /^https:\/\//i.test(e)).length;

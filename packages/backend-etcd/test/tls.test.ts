@@ -1,87 +1,17 @@
-import { execFileSync } from 'node:child_process';
-import { mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { mkdtempSync, readFileSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { createStore, type Store, UnavailableError } from '@kv/core';
+import { makeTestCertificates, type TestCertificates } from '@kv/test-servers';
 import { afterAll, describe, expect, it } from 'vitest';
 import { openEtcd } from '../src/index.js';
 import { privateEtcd, text } from './helpers.js';
 
-/** A throwaway CA, a server cert for 127.0.0.1 (and etcd.test), a client cert, and a second, unrelated CA. */
-function makeCertificates(
-  dir: string,
-): Record<'ca' | 'serverCert' | 'serverKey' | 'clientCert' | 'clientKey' | 'otherCa', string> {
-  const file = (name: string) => join(dir, name);
-  const openssl = (...args: string[]) => execFileSync('openssl', args, { cwd: dir, stdio: 'pipe' });
-  const ec = ['-newkey', 'ec', '-pkeyopt', 'ec_paramgen_curve:prime256v1', '-nodes'];
-  openssl(
-    'req',
-    '-x509',
-    ...ec,
-    '-keyout',
-    'ca.key',
-    '-out',
-    'ca.crt',
-    '-days',
-    '2',
-    '-subj',
-    '/CN=kv test CA',
-  );
-  openssl(
-    'req',
-    '-x509',
-    ...ec,
-    '-keyout',
-    'other.key',
-    '-out',
-    'other.crt',
-    '-days',
-    '2',
-    '-subj',
-    '/CN=other CA',
-  );
-  const sign = (name: string, cn: string, ext: string) => {
-    writeFileSync(file(`${name}.ext`), ext);
-    openssl('req', ...ec, '-keyout', `${name}.key`, '-out', `${name}.csr`, '-subj', `/CN=${cn}`);
-    openssl(
-      'x509',
-      '-req',
-      '-in',
-      `${name}.csr`,
-      '-CA',
-      'ca.crt',
-      '-CAkey',
-      'ca.key',
-      '-CAcreateserial',
-      '-out',
-      `${name}.crt`,
-      '-days',
-      '2',
-      '-extfile',
-      `${name}.ext`,
-    );
-  };
-  sign(
-    'server',
-    '127.0.0.1',
-    'subjectAltName=IP:127.0.0.1,DNS:etcd.test\nextendedKeyUsage=serverAuth,clientAuth\n',
-  );
-  sign('client', 'root', 'extendedKeyUsage=clientAuth\n');
-  return {
-    ca: file('ca.crt'),
-    serverCert: file('server.crt'),
-    serverKey: file('server.key'),
-    clientCert: file('client.crt'),
-    clientKey: file('client.key'),
-    otherCa: file('other.crt'),
-  };
-}
-
 const dir = mkdtempSync(join(tmpdir(), 'kv-etcd-tls-'));
-let files: ReturnType<typeof makeCertificates> | undefined;
+let files: TestCertificates | undefined;
 let made: string | false = false;
 try {
-  files = makeCertificates(dir);
+  files = makeTestCertificates(dir, ['etcd.test']);
 } catch (error) {
   made = `openssl could not make the test certificates: ${(error as Error).message}`;
   if (process.env.CI === 'true') throw new Error(made, { cause: error });

@@ -4,7 +4,7 @@ import {
   parseStoreUrl,
   type ResolvedConfig,
   type StoreConfig,
-  type TlsOptions,
+  tlsMaterial,
 } from '@kv/core';
 
 /** Options of the etcd v2 backend, beyond the common ones. */
@@ -59,44 +59,9 @@ export interface EtcdV2Settings {
   readonly requestTimeout: number;
 }
 
-function pem(value: unknown, what: string): Buffer | undefined {
-  if (value === undefined) return undefined;
-  if (typeof value === 'string') return Buffer.from(value, 'utf8');
-  if (value instanceof Uint8Array) return Buffer.from(value.buffer, value.byteOffset, value.byteLength);
-  throw new InvalidArgumentError(`tls.${what} must be PEM text or bytes`);
-}
-
 /** Validates a resolved config. */
 export function settingsOf(config: ResolvedConfig & EtcdV2Options & CommonConfig): EtcdV2Settings {
-  const tlsOption = config.tls as TlsOptions | boolean | undefined;
-  if (
-    tlsOption !== undefined &&
-    typeof tlsOption !== 'boolean' &&
-    (typeof tlsOption !== 'object' || tlsOption === null)
-  ) {
-    throw new InvalidArgumentError(
-      'tls must be true, false or { ca, cert, key, servername, rejectUnauthorized }',
-    );
-  }
-  const tlsObject = typeof tlsOption === 'object' ? tlsOption : {};
-  const unknownTls = Object.keys(tlsObject).filter(
-    (k) => !['ca', 'cert', 'key', 'servername', 'rejectUnauthorized'].includes(k),
-  );
-  if (unknownTls.length > 0)
-    throw new InvalidArgumentError(`unknown tls option(s): ${unknownTls.join(', ')}`);
-  const ca = pem(tlsObject.ca, 'ca');
-  const cert = pem(tlsObject.cert, 'cert');
-  const key = pem(tlsObject.key, 'key');
-  if ((cert === undefined) !== (key === undefined)) {
-    throw new InvalidArgumentError('a TLS client certificate needs both cert and key');
-  }
-  const { servername, rejectUnauthorized } = tlsObject;
-  if (servername !== undefined && (typeof servername !== 'string' || servername === '')) {
-    throw new InvalidArgumentError('tls.servername must be a non-empty string');
-  }
-  if (rejectUnauthorized !== undefined && typeof rejectUnauthorized !== 'boolean') {
-    throw new InvalidArgumentError('tls.rejectUnauthorized must be a boolean');
-  }
+  const { option: tlsOption, ca, cert, key, servername, rejectUnauthorized } = tlsMaterial(config.tls);
   const endpoints = config.endpoints && config.endpoints.length > 0 ? config.endpoints : [DEFAULT_ENDPOINT];
   const explicitTls = endpoints.some((e) => /^https:\/\//i.test(e));
   const explicitPlain = endpoints.some((e) => /^http:\/\//i.test(e));

@@ -59,6 +59,7 @@ export {
   registeredBackends,
   resolveConfig,
 } from './registry.js';
+export { type TlsMaterial, tlsMaterial } from './tls-options.js';
 export type { RawTreeChange, RawTreeUpdate } from './tree-state.js';
 export {
   type Codec,
