@@ -22,9 +22,11 @@ describe.skipIf(!consul.available)('consul smoke', () => {
     await client.kv.del(key);
   });
 
-  it('a 1s-TTL session (session_ttl_min lowered) acquires a lock once', async () => {
-    const a = await client.session.create({ ttl: '1s', behavior: 'delete', lockdelay: '0s' });
-    const b = await client.session.create({ ttl: '1s', behavior: 'delete', lockdelay: '0s' });
+  // 5 s is below Consul's default session_ttl_min (10 s), so the agent must have it lowered; it is
+  // long enough that a loaded machine does not see the sessions invalidated mid-test (1 s did).
+  it('a 5s-TTL session (session_ttl_min lowered) acquires a lock once', async () => {
+    const a = await client.session.create({ ttl: '5s', behavior: 'delete', lockdelay: '0s' });
+    const b = await client.session.create({ ttl: '5s', behavior: 'delete', lockdelay: '0s' });
     sessions.push(a.ID, b.ID);
     const key = `smoke/lock/${randomUUID()}`;
     // Plain HTTP: PUT /v1/kv/KEY?acquire=SESSION answers true or false.
