@@ -8,7 +8,7 @@
 // 2. Starts the servers with the local launcher (Debian packages cached in compose/.cache: no Docker,
 //    no root), each on a free port of 127.0.0.1 with a throwaway data dir. A server whose
 //    KV_*_ENDPOINTS is already set in the environment is not started: the given one is used.
-// 3. Runs `pnpm turbo run test --concurrency=1 --ui=stream` with KV_*_ENDPOINTS set.
+// 3. Runs `pnpm turbo run test --concurrency=1 --continue --ui=stream` with KV_*_ENDPOINTS set.
 // 4. ALWAYS stops every server it started (also on failure, SIGINT, SIGTERM, timeout) and exits
 //    with the tests' exit code.
 //
@@ -139,7 +139,7 @@ try {
   }
   if (!signalled) {
     const timeoutMs = Number(process.env.KV_TEST_ALL_TIMEOUT_MS ?? 30 * 60_000);
-    const args = ['turbo', 'run', 'test', '--concurrency=1'];
+    const args = ['turbo', 'run', 'test', '--concurrency=1', '--continue']; // every package runs and reports, even after one fails
     if (!turboArgs.some((a) => a.startsWith('--ui'))) args.push('--ui=stream');
     args.push(...turboArgs);
     log(`pnpm ${args.join(' ')}`);
