@@ -50,6 +50,14 @@ export { compareKeys, isBelow, joinKey, normalizeKey, stripPrefix, toBytes } fro
 export type { AcquiredLock, AcquireRequest } from './lock.js';
 export { monotonicNow } from './lock.js';
 export {
+  MEMORY_CAPABILITIES,
+  MemoryServer,
+  MemoryStore,
+  type MemoryStoreOptions,
+  memoryBackend,
+  memoryDataSet,
+} from './memory-store.js';
+export {
   createStore,
   loadBackend,
   parseOptionValue,

@@ -10,14 +10,21 @@ import {
   UnknownBackendError,
 } from './errors.js';
 import { normalizeKey } from './keys.js';
+import { memoryBackend } from './memory-store.js';
 import type { BackendDefinition, CommonConfig, ResolvedConfig, Store, StoreConfig } from './types.js';
 
 const REGISTRY = Symbol.for('@kv/core.registry');
 
-/** One registry per process, even with duplicated copies of @kv/core. */
+/**
+ * One registry per process, even with duplicated copies of @kv/core. The
+ * backends @kv/core itself holds (`memory`) are in it from the start.
+ */
 function registry(): Map<string, BackendDefinition> {
   const holder = globalThis as { [REGISTRY]?: Map<string, BackendDefinition> };
-  holder[REGISTRY] ??= new Map();
+  if (!holder[REGISTRY]) {
+    const memory = memoryBackend();
+    holder[REGISTRY] = new Map([[memory.name, memory]]);
+  }
   return holder[REGISTRY];
 }
 

@@ -1,6 +1,6 @@
 import { describe, expect, it } from 'vitest';
 import type { Store } from '../src/index.js';
-import { MemoryServer, MemoryStore } from './memory-store.js';
+import { MemoryServer, MemoryStore } from '../src/memory-store.js';
 
 function within<T>(promise: Promise<T>, ms: number): Promise<T | 'timeout'> {
   return Promise.race([
