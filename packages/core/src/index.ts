@@ -27,6 +27,7 @@ export {
 export {
   AuthenticationError,
   abortError,
+  backendPackages,
   ClosedError,
   IntegrityError,
   InvalidArgumentError,
@@ -44,6 +45,7 @@ export {
   PermissionDeniedError,
   UnavailableError,
   UnknownBackendError,
+  type UnknownBackendOptions,
   ValueTooLargeError,
 } from './errors.js';
 export { compareKeys, isBelow, joinKey, normalizeKey, stripPrefix, toBytes } from './keys.js';
@@ -59,6 +61,7 @@ export {
 } from './memory-store.js';
 export {
   createStore,
+  installedBackendPackages,
   loadBackend,
   parseOptionValue,
   parseQueryOptions,

@@ -140,14 +140,14 @@ describe('resolveConfig', () => {
 });
 
 describe('registerBackend and createStore', () => {
-  it('an unknown backend is an UnknownBackendError naming @kv/backend-<name> and the registered ones', async () => {
+  it('an unknown backend is an UnknownBackendError naming the packages tried and the registered backends', async () => {
     registerBackend(memoryBackend('memreg'));
     for (const config of ['nosuchkv://127.0.0.1:1/app', { backend: 'nosuchkv' }] as const) {
       const error = await rejection(createStore(config));
       expect(UnknownBackendError.isInstance(error), String(error)).toBe(true);
       const unknown = error as UnknownBackendError;
-      expect(unknown.packageName).toBe('@kv/backend-nosuchkv');
-      expect(unknown.message).toContain('@kv/backend-nosuchkv');
+      expect(unknown.packageName).toBe('kv-backend-nosuchkv');
+      expect(unknown.message).toContain('tried @kv/backend-nosuchkv and kv-backend-nosuchkv');
       expect(unknown.registered).toContain('memreg');
     }
     const bad = await rejection(createStore({ backend: 'Not_A_Name' }));
