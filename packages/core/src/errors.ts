@@ -198,7 +198,9 @@ export class UnknownBackendError extends KVError {
     const tried = options?.tried ?? [];
     const installed = options?.installed ?? [];
     const known = `Registered backends: ${registered.length > 0 ? registered.join(', ') : 'none'}${
-      installed.length > 0 ? `; installed backend packages (loaded on first use): ${installed.join(', ')}` : ''
+      installed.length > 0
+        ? `; installed backend packages (loaded on first use): ${installed.join(', ')}`
+        : ''
     }`;
     let advice: string;
     if (options?.loadedWithout) {

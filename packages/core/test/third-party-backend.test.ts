@@ -21,7 +21,9 @@ function fakePackage(name: string, source: string): void {
   writeFileSync(join(dir, 'index.js'), source);
 }
 
-const registering = (name: string) => `import { MemoryServer, memoryBackend, registerBackend } from '@kv/core';
+const registering = (
+  name: string,
+) => `import { MemoryServer, memoryBackend, registerBackend } from '@kv/core';
 registerBackend(memoryBackend('${name}', new MemoryServer()));
 `;
 
