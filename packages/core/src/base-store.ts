@@ -148,7 +148,7 @@ export abstract class BaseStore implements Store {
    * yield the same state again after one (the base class drops repeats).
    */
   protected _watch(_key: string, _signal: AbortSignal): AsyncIterable<RawPair | null> {
-    throw new NotSupportedError(this.backend, 'watch');
+    throw new NotSupportedError(this.backend, 'watch', this.unimplemented('watch', '_watch'));
   }
 
   /**
@@ -159,7 +159,11 @@ export abstract class BaseStore implements Store {
    * per commit costs O(n) per change on a big directory.
    */
   protected _watchTree(_dir: string, _signal: AbortSignal): AsyncIterable<RawPair[]> {
-    throw new NotSupportedError(this.backend, 'watchTree');
+    throw new NotSupportedError(
+      this.backend,
+      'watchTree',
+      this.unimplemented('watchTree', '_watchTreeChanges or _watchTree'),
+    );
   }
 
   /**
@@ -176,7 +180,14 @@ export abstract class BaseStore implements Store {
 
   /** Acquires `key` (waiting if `request.wait`), or resolves `null` for a `tryLock` that found it held. */
   protected _acquireLock(_key: string, _request: AcquireRequest): Promise<AcquiredLock | null> {
-    throw new NotSupportedError(this.backend, 'locks');
+    throw new NotSupportedError(this.backend, 'locks', this.unimplemented('lock', '_acquireLock'));
+  }
+
+  /** The reason for a default primitive's `NotSupportedError` when the capability is declared true. */
+  private unimplemented(capability: 'watch' | 'watchTree' | 'lock', primitive: string): string | undefined {
+    return this.capabilities[capability]
+      ? `capabilities.${capability} is declared true but not implemented (the backend has no ${primitive})`
+      : undefined;
   }
 
   /** Turns a driver error into a `KVError`. Backends override it to map their error codes. */
