@@ -6,6 +6,8 @@ import {
   ClosedError,
   InvalidArgumentError,
   InvalidKeyError,
+  KeyExistsError,
+  KeyModifiedError,
   KeyNotFoundError,
   KVError,
   NotSupportedError,
@@ -268,7 +270,8 @@ export abstract class BaseStore implements Store {
       const full = this.fullKey(key);
       const bytes = this.checkValue(value);
       const index = previous === null ? null : this.checkPrevious(full, previous);
-      return this.toPair(await this._atomicPut(full, bytes, index, this.writeOptions(options, signal)));
+      const write = this._atomicPut(full, bytes, index, this.writeOptions(options, signal));
+      return this.toPair(await write.catch((error: unknown) => rethrowWithUserKey(error, full, this.prefix)));
     });
   }
 
@@ -279,7 +282,9 @@ export abstract class BaseStore implements Store {
       if (previous === null || previous === undefined) {
         throw new InvalidArgumentError('atomicDelete needs the previous pair (from get or atomicPut)');
       }
-      await this._atomicDelete(full, this.checkPrevious(full, previous), signal);
+      await this._atomicDelete(full, this.checkPrevious(full, previous), signal).catch((error: unknown) =>
+        rethrowWithUserKey(error, full, this.prefix),
+      );
     });
   }
 
@@ -587,6 +592,21 @@ export abstract class BaseStore implements Store {
     untrack: (lock) => this.locks.delete(lock),
     mapError: (error, operation) => this._mapError(error, operation),
   };
+}
+
+/**
+ * A backend's CAS error that names the full storage key is rethrown naming
+ * the user's key, so no backend can leak its prefix into an error.
+ */
+function rethrowWithUserKey(error: unknown, full: string, prefix: string): never {
+  const key = (error as { key?: unknown } | null)?.key;
+  if (prefix === '' || key !== full || !KVError.isInstance(error)) throw error;
+  const user = stripPrefix(prefix, full);
+  const options = error.cause === undefined ? {} : { cause: error.cause };
+  if (KeyNotFoundError.isInstance(error)) throw new KeyNotFoundError(user, options);
+  if (KeyExistsError.isInstance(error)) throw new KeyExistsError(user, options);
+  if (KeyModifiedError.isInstance(error)) throw new KeyModifiedError(user, options);
+  throw error;
 }
 
 /** The changes between two sorted listings: new or rewritten keys as puts, vanished keys as deletes, sorted by key. */

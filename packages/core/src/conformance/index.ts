@@ -194,8 +194,11 @@ export function describeConformance(options: ConformanceOptions): void {
         const missing = failure === undefined ? undefined : unimplementedCapability(failure, caps);
         if (missing) {
           // A capability declared true whose primitive is missing: say so, and fail only its row.
+          const said = describeError(findNotSupported(failure));
           failure = new Error(
-            `${name} declares capabilities.${missing}: true but does not implement it (${describeError(findNotSupported(failure))}); implement it or declare ${missing}: false`,
+            said.includes('declared true but not implemented')
+              ? `${said}; implement it or declare ${missing}: false`
+              : `${name} declares capabilities.${missing}: true but does not implement it (${said}); implement it or declare ${missing}: false`,
             { cause: failure },
           );
           entry.rows.clear();

@@ -30,7 +30,7 @@ export async function checkSharedDataSet(
       if (seen) break;
       if (performance.now() >= deadline) {
         throw new Error(
-          `${name}: the stores open() gives do not share one data set: a key put through one store was not readable through another store opened with the same prefix within ${waitMs} ms. The kit opens several stores per test (one per client, as several processes would) and needs every one of them to see the same data, like connections to one server; an in-process backend must keep its data outside the store object (e.g. one data set per process, or per name). Every test fails with this message.`,
+          `${name}: the stores open() gives do not share one data set: a key put through one store was not readable through another store opened with the same prefix within ${waitMs} ms. The kit opens several stores per test (one per client, as several processes would) and needs every one of them to see the same data, like connections to one server; an in-process backend must keep its data outside the store object (e.g. one data set per process, or per name). No test runs until this holds.`,
         );
       }
       await new Promise((resolve) => setTimeout(resolve, 50));
