@@ -6,6 +6,8 @@ import {
   ClosedError,
   InvalidArgumentError,
   InvalidKeyError,
+  KeyExistsError,
+  KeyModifiedError,
   KeyNotFoundError,
   KVError,
   NotSupportedError,
@@ -148,7 +150,7 @@ export abstract class BaseStore implements Store {
    * yield the same state again after one (the base class drops repeats).
    */
   protected _watch(_key: string, _signal: AbortSignal): AsyncIterable<RawPair | null> {
-    throw new NotSupportedError(this.backend, 'watch');
+    throw new NotSupportedError(this.backend, 'watch', this.unimplemented('watch', '_watch'));
   }
 
   /**
@@ -159,7 +161,11 @@ export abstract class BaseStore implements Store {
    * per commit costs O(n) per change on a big directory.
    */
   protected _watchTree(_dir: string, _signal: AbortSignal): AsyncIterable<RawPair[]> {
-    throw new NotSupportedError(this.backend, 'watchTree');
+    throw new NotSupportedError(
+      this.backend,
+      'watchTree',
+      this.unimplemented('watchTree', '_watchTreeChanges or _watchTree'),
+    );
   }
 
   /**
@@ -176,7 +182,14 @@ export abstract class BaseStore implements Store {
 
   /** Acquires `key` (waiting if `request.wait`), or resolves `null` for a `tryLock` that found it held. */
   protected _acquireLock(_key: string, _request: AcquireRequest): Promise<AcquiredLock | null> {
-    throw new NotSupportedError(this.backend, 'locks');
+    throw new NotSupportedError(this.backend, 'locks', this.unimplemented('lock', '_acquireLock'));
+  }
+
+  /** The reason for a default primitive's `NotSupportedError` when the capability is declared true. */
+  private unimplemented(capability: 'watch' | 'watchTree' | 'lock', primitive: string): string | undefined {
+    return this.capabilities[capability]
+      ? `capabilities.${capability} is declared true but not implemented (the backend has no ${primitive})`
+      : undefined;
   }
 
   /** Turns a driver error into a `KVError`. Backends override it to map their error codes. */
@@ -257,7 +270,8 @@ export abstract class BaseStore implements Store {
       const full = this.fullKey(key);
       const bytes = this.checkValue(value);
       const index = previous === null ? null : this.checkPrevious(full, previous);
-      return this.toPair(await this._atomicPut(full, bytes, index, this.writeOptions(options, signal)));
+      const write = this._atomicPut(full, bytes, index, this.writeOptions(options, signal));
+      return this.toPair(await write.catch((error: unknown) => rethrowWithUserKey(error, full, this.prefix)));
     });
   }
 
@@ -268,7 +282,9 @@ export abstract class BaseStore implements Store {
       if (previous === null || previous === undefined) {
         throw new InvalidArgumentError('atomicDelete needs the previous pair (from get or atomicPut)');
       }
-      await this._atomicDelete(full, this.checkPrevious(full, previous), signal);
+      await this._atomicDelete(full, this.checkPrevious(full, previous), signal).catch((error: unknown) =>
+        rethrowWithUserKey(error, full, this.prefix),
+      );
     });
   }
 
@@ -576,6 +592,21 @@ export abstract class BaseStore implements Store {
     untrack: (lock) => this.locks.delete(lock),
     mapError: (error, operation) => this._mapError(error, operation),
   };
+}
+
+/**
+ * A backend's CAS error that names the full storage key is rethrown naming
+ * the user's key, so no backend can leak its prefix into an error.
+ */
+function rethrowWithUserKey(error: unknown, full: string, prefix: string): never {
+  const key = (error as { key?: unknown } | null)?.key;
+  if (prefix === '' || key !== full || !KVError.isInstance(error)) throw error;
+  const user = stripPrefix(prefix, full);
+  const options = error.cause === undefined ? {} : { cause: error.cause };
+  if (KeyNotFoundError.isInstance(error)) throw new KeyNotFoundError(user, options);
+  if (KeyExistsError.isInstance(error)) throw new KeyExistsError(user, options);
+  if (KeyModifiedError.isInstance(error)) throw new KeyModifiedError(user, options);
+  throw error;
 }
 
 /** The changes between two sorted listings: new or rewritten keys as puts, vanished keys as deletes, sorted by key. */

@@ -169,21 +169,53 @@ export class ClosedError extends KVError {
   static override isInstance = codeCheck<ClosedError>('CLOSED');
 }
 
+export interface UnknownBackendOptions extends KVErrorOptions {
+  /** The package names `createStore` tried to import, in order. */
+  readonly tried?: readonly string[];
+  /** Backend packages found installed (in node_modules) but not loaded yet. */
+  readonly installed?: readonly string[];
+  /** A package that loaded but registered no backend of this name. */
+  readonly loadedWithout?: string;
+}
+
+/**
+ * No backend of this name is registered and no package that provides it
+ * could be imported. For the kv project's own backends the message says
+ * which `@kv/backend-*` package to install; for any other name it says which
+ * package names were tried (`@kv/backend-<name>`, `kv-backend-<name>`) and
+ * how a third-party package registers itself.
+ */
 export class UnknownBackendError extends KVError {
   readonly backend: string;
+  /** The package to install: `@kv/backend-<name>` for the project's own backends, else `kv-backend-<name>`. */
   readonly packageName: string;
   readonly registered: readonly string[];
-  constructor(backend: string, registered: readonly string[], options?: KVErrorOptions) {
-    const pkg = backendPackage(backend);
-    const list = registered.length > 0 ? registered.join(', ') : 'none';
-    super(
-      'UNKNOWN_BACKEND',
-      `unknown backend "${backend}": install it with \`npm install ${pkg}\` (or import it before createStore). Registered backends: ${list}`,
-      options,
-    );
+  readonly tried: readonly string[];
+  readonly installed: readonly string[];
+  constructor(backend: string, registered: readonly string[], options?: UnknownBackendOptions) {
+    const ours = isOwnBackend(backend);
+    const pkg = ours ? backendPackage(backend) : `kv-backend-${backend}`;
+    const tried = options?.tried ?? [];
+    const installed = options?.installed ?? [];
+    const known = `Registered backends: ${registered.length > 0 ? registered.join(', ') : 'none'}${
+      installed.length > 0
+        ? `; installed backend packages (loaded on first use): ${installed.join(', ')}`
+        : ''
+    }`;
+    let advice: string;
+    if (options?.loadedWithout) {
+      advice = `the package ${options.loadedWithout} loaded but registered no backend named "${backend}" (it must call registerBackend({ name: '${backend}', ... }) when imported)`;
+    } else if (ours) {
+      advice = `install it with \`npm install ${pkg}\` (or import it before createStore)`;
+    } else {
+      advice = `no package provides it${tried.length > 0 ? ` (tried ${tried.join(' and ')})` : ''}. A third-party backend named ${pkg} loads by itself once installed; a package with another name (such as @scope/kv-backend-${backend}) registers the backend when imported: import it before createStore`;
+    }
+    super('UNKNOWN_BACKEND', `unknown backend "${backend}": ${advice}. ${known}`, options);
     this.backend = backend;
     this.packageName = pkg;
     this.registered = registered;
+    this.tried = tried;
+    this.installed = installed;
   }
   static override isInstance = codeCheck<UnknownBackendError>('UNKNOWN_BACKEND');
 }
@@ -221,11 +253,42 @@ export class InvalidValueError extends KVError {
  * Schemes served by another backend's package: `rediss://` is Redis over TLS,
  * `etcds://` etcd over TLS.
  */
-const PACKAGE_OF: Readonly<Record<string, string>> = { rediss: 'redis', etcds: 'etcd' };
+const PACKAGE_OF: Readonly<Record<string, string>> = {
+  rediss: 'redis',
+  etcds: 'etcd',
+  consuls: 'consul',
+  etcdv2s: 'etcdv2',
+};
 
-/** The npm package that provides a backend (or URL scheme). */
+/** The backends (URL schemes) of the kv project's own `@kv/backend-*` packages. */
+const OWN_BACKENDS: ReadonlySet<string> = new Set([
+  'consul',
+  'etcd',
+  'etcdv2',
+  'redis',
+  'sqlite',
+  'zookeeper',
+  ...Object.keys(PACKAGE_OF),
+]);
+
+function isOwnBackend(name: string): boolean {
+  return OWN_BACKENDS.has(name);
+}
+
+/** The `@kv/backend-*` package that provides a backend (or URL scheme) of the kv project. */
 export function backendPackage(name: string): string {
   return `@kv/backend-${PACKAGE_OF[name] ?? name}`;
+}
+
+/**
+ * The packages `createStore` imports, in order, to find a backend that is
+ * not registered yet: `@kv/backend-<name>`, then `kv-backend-<name>` (the
+ * convention for third-party backends).
+ */
+export function backendPackages(name: string): string[] {
+  const own = backendPackage(name);
+  const thirdParty = `kv-backend-${name}`;
+  return isOwnBackend(name) ? [own] : [own, thirdParty];
 }
 
 /**

@@ -27,6 +27,7 @@ export {
 export {
   AuthenticationError,
   abortError,
+  backendPackages,
   ClosedError,
   IntegrityError,
   InvalidArgumentError,
@@ -44,13 +45,23 @@ export {
   PermissionDeniedError,
   UnavailableError,
   UnknownBackendError,
+  type UnknownBackendOptions,
   ValueTooLargeError,
 } from './errors.js';
 export { compareKeys, isBelow, joinKey, normalizeKey, stripPrefix, toBytes } from './keys.js';
 export type { AcquiredLock, AcquireRequest } from './lock.js';
 export { monotonicNow } from './lock.js';
 export {
+  MEMORY_CAPABILITIES,
+  MemoryServer,
+  MemoryStore,
+  type MemoryStoreOptions,
+  memoryBackend,
+  memoryDataSet,
+} from './memory-store.js';
+export {
   createStore,
+  installedBackendPackages,
   loadBackend,
   parseOptionValue,
   parseQueryOptions,

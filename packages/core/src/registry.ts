@@ -1,23 +1,31 @@
+import { readdirSync } from 'node:fs';
 import { createRequire } from 'node:module';
-import { join } from 'node:path';
-import { pathToFileURL } from 'node:url';
+import { basename, dirname, join } from 'node:path';
+import { fileURLToPath, pathToFileURL } from 'node:url';
 import { MAX_TIMER_MS } from './call.js';
 import {
-  backendPackage,
+  backendPackages,
   InvalidArgumentError,
   KVError,
   UnavailableError,
   UnknownBackendError,
 } from './errors.js';
 import { normalizeKey } from './keys.js';
+import { memoryBackend } from './memory-store.js';
 import type { BackendDefinition, CommonConfig, ResolvedConfig, Store, StoreConfig } from './types.js';
 
 const REGISTRY = Symbol.for('@kv/core.registry');
 
-/** One registry per process, even with duplicated copies of @kv/core. */
+/**
+ * One registry per process, even with duplicated copies of @kv/core. The
+ * backends @kv/core itself holds (`memory`) are in it from the start.
+ */
 function registry(): Map<string, BackendDefinition> {
   const holder = globalThis as { [REGISTRY]?: Map<string, BackendDefinition> };
-  holder[REGISTRY] ??= new Map();
+  if (!holder[REGISTRY]) {
+    const memory = memoryBackend();
+    holder[REGISTRY] = new Map([[memory.name, memory]]);
+  }
   return holder[REGISTRY];
 }
 
@@ -45,25 +53,94 @@ export function registeredBackends(): string[] {
   return [...registry().keys()].sort();
 }
 
-/** The definition of a backend, loading its package if needed. */
+/**
+ * The definition of a backend, loading its package if needed: the first of
+ * `@kv/backend-<name>` and `kv-backend-<name>` that is installed is
+ * imported, and must register the backend. Any other package (a scoped
+ * `@scope/kv-backend-<name>`) is imported by the application before
+ * `createStore`; importing it registers the backend.
+ */
 export async function loadBackend(name: string): Promise<BackendDefinition> {
   const found = registry().get(name);
   if (found) return found;
   if (!NAME.test(name)) throw new UnknownBackendError(name, registeredBackends());
-  const pkg = backendPackage(name);
-  try {
-    await importBackend(pkg);
-  } catch (error) {
-    const code = (error as { code?: string }).code;
-    const missing =
-      (code === 'ERR_MODULE_NOT_FOUND' || code === 'MODULE_NOT_FOUND') &&
-      String((error as Error).message).includes(pkg);
-    if (!missing) throw error;
-    throw new UnknownBackendError(name, registeredBackends(), { cause: error });
+  const tried: string[] = [];
+  let lastMissing: unknown;
+  for (const pkg of backendPackages(name)) {
+    tried.push(pkg);
+    try {
+      await importBackend(pkg);
+    } catch (error) {
+      if (!isMissing(error, pkg)) throw error;
+      lastMissing = error;
+      continue;
+    }
+    const loaded = registry().get(name);
+    if (loaded) return loaded;
+    throw new UnknownBackendError(name, registeredBackends(), {
+      tried,
+      installed: installedBackendPackages(),
+      loadedWithout: pkg,
+    });
   }
-  const loaded = registry().get(name);
-  if (!loaded) throw new UnknownBackendError(name, registeredBackends());
-  return loaded;
+  throw new UnknownBackendError(name, registeredBackends(), {
+    tried,
+    installed: installedBackendPackages(),
+    cause: lastMissing,
+  });
+}
+
+/** Whether an import failed because `pkg` itself is not installed (not one of its own imports). */
+function isMissing(error: unknown, pkg: string): boolean {
+  const code = (error as { code?: string }).code;
+  return (
+    (code === 'ERR_MODULE_NOT_FOUND' || code === 'MODULE_NOT_FOUND') &&
+    String((error as Error).message).includes(`'${pkg}'`)
+  );
+}
+
+/**
+ * Backend packages (`@kv/backend-*`, `kv-backend-*`, `@scope/kv-backend-*`)
+ * in the node_modules directories above the working directory and above
+ * @kv/core itself: for the advice of an `UnknownBackendError`.
+ */
+export function installedBackendPackages(): string[] {
+  const found = new Set<string>();
+  const seen = new Set<string>();
+  for (const start of [process.cwd(), dirname(fileURLToPath(import.meta.url))]) {
+    for (let dir = start; ; dir = dirname(dir)) {
+      const modules = basename(dir) === 'node_modules' ? dir : join(dir, 'node_modules');
+      if (!seen.has(modules)) {
+        seen.add(modules);
+        for (const pkg of backendPackagesIn(modules)) found.add(pkg);
+      }
+      if (dirname(dir) === dir) break;
+    }
+  }
+  return [...found].sort();
+}
+
+function backendPackagesIn(modules: string): string[] {
+  const names: string[] = [];
+  for (const entry of readDir(modules)) {
+    if (entry.startsWith('kv-backend-')) names.push(entry);
+    else if (entry.startsWith('@')) {
+      for (const scoped of readDir(join(modules, entry))) {
+        if (entry === '@kv' ? scoped.startsWith('backend-') : scoped.startsWith('kv-backend-')) {
+          names.push(`${entry}/${scoped}`);
+        }
+      }
+    }
+  }
+  return names;
+}
+
+function readDir(dir: string): string[] {
+  try {
+    return readdirSync(dir);
+  } catch {
+    return [];
+  }
 }
 
 /**

@@ -1,6 +1,13 @@
 import { describe, expect, it } from 'vitest';
-import type { Store } from '../src/index.js';
-import { MemoryServer, MemoryStore } from './memory-store.js';
+import {
+  KeyExistsError,
+  KeyModifiedError,
+  KeyNotFoundError,
+  type PrimitiveWriteOptions,
+  type RawPair,
+  type Store,
+} from '../src/index.js';
+import { MemoryServer, MemoryStore } from '../src/memory-store.js';
 
 function within<T>(promise: Promise<T>, ms: number): Promise<T | 'timeout'> {
   return Promise.race([
@@ -29,4 +36,41 @@ describe('BaseStore iterators', () => {
   // watchTree is a plain iterator on purpose: an async generator queues return() behind a pending next().
   it('watchTree: return() ends it at once, even with a next() pending', () =>
     returnsAtOnce((s) => s.watchTree('d')));
+});
+
+/** A backend that names the full storage key (prefix included) in its CAS errors: a common mistake. */
+class FullKeyErrors extends MemoryStore {
+  protected override async _atomicPut(
+    key: string,
+    _value: Uint8Array,
+    previousIndex: number | null,
+    _options: PrimitiveWriteOptions,
+  ): Promise<RawPair> {
+    throw previousIndex === null ? new KeyExistsError(key) : new KeyModifiedError(key);
+  }
+  protected override async _atomicDelete(key: string): Promise<void> {
+    throw new KeyNotFoundError(key, { cause: new Error('driver') });
+  }
+}
+
+describe('BaseStore CAS errors', () => {
+  it('name the user key even when the backend names the prefixed storage key', async () => {
+    const store = new FullKeyErrors({ prefix: 'app/tenant' });
+    const pair = { key: 'a/b', value: new Uint8Array(), lastIndex: 1 };
+    try {
+      const exists = await store.atomicPut('a/b', 'v', null).catch((e: unknown) => e);
+      expect(KeyExistsError.isInstance(exists)).toBe(true);
+      expect((exists as KeyExistsError).key).toBe('a/b');
+      expect((exists as Error).message).not.toContain('app/tenant');
+      const modified = await store.atomicPut('a/b', 'v', pair).catch((e: unknown) => e);
+      expect((modified as KeyModifiedError).key).toBe('a/b');
+      expect(KeyModifiedError.isInstance(modified)).toBe(true);
+      const missing = await store.atomicDelete('a/b', pair).catch((e: unknown) => e);
+      expect(KeyNotFoundError.isInstance(missing)).toBe(true);
+      expect((missing as KeyNotFoundError).key).toBe('a/b');
+      expect(((missing as Error).cause as Error).message).toBe('driver');
+    } finally {
+      await store.close();
+    }
+  });
 });

@@ -3,7 +3,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterEach, describe, expect, it, vi } from 'vitest';
 import { defaultResultsDir, ResultBook, writeResults } from '../src/conformance/results.js';
-import { MEMORY_CAPABILITIES } from './memory-store.js';
+import { MEMORY_CAPABILITIES } from '../src/memory-store.js';
 
 const caps = { ...MEMORY_CAPABILITIES, watch: false };
 const status = (book: ResultBook, id: string, capabilities = caps, openError?: unknown) =>

@@ -3,16 +3,18 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterAll, expect } from 'vitest';
 import { type ConformanceResults, describeConformance, type RowStatus } from '../src/conformance/index.js';
-import { MemoryServer, MemoryStore } from './memory-store.js';
+import { createStore } from '../src/index.js';
+import { MemoryServer, MemoryStore } from '../src/memory-store.js';
 
-// The memory store is a reference implementation, not a backend anyone installs: its
-// results go to a temporary directory, never to .kv-test-results/, so never into the matrix.
+// The memory: backend ships in @kv/core and needs no server: its results go to a temporary
+// directory, never to .kv-test-results/, so never into the matrix (it has no fault hooks to offer).
 const resultsDir = mkdtempSync(join(tmpdir(), 'kv-conformance-'));
 const server = new MemoryServer();
 
+// The memory: backend as applications open it: every store of the named data set shares it.
 describeConformance({
   name: 'memory',
-  open: async (prefix) => new MemoryStore({ server, prefix }),
+  open: (prefix) => createStore({ backend: 'memory', name: 'conformance', prefix }),
   ttl: 300,
   lockTtl: 1_500,
   crash: (store) => (store as MemoryStore).crash(),

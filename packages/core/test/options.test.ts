@@ -7,7 +7,7 @@ import {
   parseStoreUrl,
   registerBackend,
 } from '../src/index.js';
-import { MEMORY_CAPABILITIES, MemoryServer, MemoryStore } from './memory-store.js';
+import { MEMORY_CAPABILITIES, MemoryServer, MemoryStore } from '../src/memory-store.js';
 
 const stores: MemoryStore[] = [];
 afterEach(async () => {

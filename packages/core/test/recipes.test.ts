@@ -15,7 +15,7 @@ import {
   register,
   typed,
 } from '../src/index.js';
-import { MemoryServer, MemoryStore } from './memory-store.js';
+import { MemoryServer, MemoryStore } from '../src/memory-store.js';
 
 const resultsDir = mkdtempSync(join(tmpdir(), 'kv-recipes-'));
 const server = new MemoryServer();

@@ -12,7 +12,7 @@ import {
   UnavailableError,
   UnknownBackendError,
 } from '../src/index.js';
-import { MEMORY_CAPABILITIES, MemoryStore, memoryBackend } from './memory-store.js';
+import { MEMORY_CAPABILITIES, MemoryServer, MemoryStore, memoryBackend } from '../src/memory-store.js';
 
 async function rejection(promise: Promise<unknown>): Promise<unknown> {
   try {
@@ -140,14 +140,14 @@ describe('resolveConfig', () => {
 });
 
 describe('registerBackend and createStore', () => {
-  it('an unknown backend is an UnknownBackendError naming @kv/backend-<name> and the registered ones', async () => {
+  it('an unknown backend is an UnknownBackendError naming the packages tried and the registered backends', async () => {
     registerBackend(memoryBackend('memreg'));
     for (const config of ['nosuchkv://127.0.0.1:1/app', { backend: 'nosuchkv' }] as const) {
       const error = await rejection(createStore(config));
       expect(UnknownBackendError.isInstance(error), String(error)).toBe(true);
       const unknown = error as UnknownBackendError;
-      expect(unknown.packageName).toBe('@kv/backend-nosuchkv');
-      expect(unknown.message).toContain('@kv/backend-nosuchkv');
+      expect(unknown.packageName).toBe('kv-backend-nosuchkv');
+      expect(unknown.message).toContain('tried @kv/backend-nosuchkv and kv-backend-nosuchkv');
       expect(unknown.registered).toContain('memreg');
     }
     const bad = await rejection(createStore({ backend: 'Not_A_Name' }));
@@ -162,7 +162,7 @@ describe('registerBackend and createStore', () => {
   });
 
   it('opens a registered backend from a URL or a config, with the prefix applied', async () => {
-    registerBackend(memoryBackend('memopen'));
+    registerBackend(memoryBackend('memopen', new MemoryServer()));
     const fromUrl = await createStore('memopen://local/app?requestTimeout=1000');
     const fromConfig = await createStore({ backend: 'memopen', prefix: 'app' });
     try {
@@ -200,5 +200,44 @@ describe('registerBackend and createStore', () => {
     const raw = await rejection(createStore({ backend: 'memraw' }));
     expect(UnavailableError.isInstance(raw)).toBe(true);
     expect((raw as Error).cause).toBeInstanceOf(TypeError);
+  });
+});
+
+describe('the memory: backend', () => {
+  it('is built in: memory: is a new private data set, memory://name a shared one', async () => {
+    expect(registeredBackends()).toContain('memory');
+    const a = await createStore('memory:');
+    const b = await createStore('memory:?prefix=app');
+    const shared1 = await createStore('memory://registry-test/app?requestTimeout=1000');
+    const shared2 = await createStore({ backend: 'memory', name: 'registry-test', prefix: 'app' });
+    try {
+      expect(a).toBeInstanceOf(MemoryStore);
+      expect(b.prefix).toBe('app');
+      expect(shared1.prefix).toBe('app');
+      expect((shared1 as MemoryStore).requestTimeout).toBe(1000);
+      await a.put('k', 'a');
+      expect(await b.exists('k')).toBe(false);
+      await shared1.put('k', 'shared');
+      expect(new TextDecoder().decode((await shared2.get('k')).value)).toBe('shared');
+    } finally {
+      for (const store of [a, b, shared1, shared2]) await store.close();
+    }
+  });
+
+  it('rejects what is not a memory URL or data set name with InvalidArgumentError', async () => {
+    for (const config of [
+      'memory:/x',
+      'memory:name',
+      'memory://a b',
+      'memory://x?name=y',
+      { backend: 'memory', name: '' },
+      { backend: 'memory', name: 7 },
+      { backend: 'memory', bogus: 1 },
+    ]) {
+      const error = await rejection(createStore(config as never));
+      expect(InvalidArgumentError.isInstance(error), `${JSON.stringify(config)}: ${String(error)}`).toBe(
+        true,
+      );
+    }
   });
 });

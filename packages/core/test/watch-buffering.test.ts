@@ -1,8 +1,8 @@
 import { setImmediate as turn } from 'node:timers/promises';
 import { afterEach, describe, expect, it } from 'vitest';
 import { Channel, diffListings, type KVPair, type TreeEvent, WATCH_BUFFER_BYTES } from '../src/index.js';
+import { MemoryServer, MemoryStore } from '../src/memory-store.js';
 import { TreeState } from '../src/tree-state.js';
-import { MemoryServer, MemoryStore } from './memory-store.js';
 
 const decoder = new TextDecoder();
 const text = (pair: KVPair | null | undefined) => (pair ? decoder.decode(pair.value) : pair);

@@ -21,7 +21,8 @@ import {
 } from './fault-cases.js';
 import { fuzzCases } from './fuzz-cases.js';
 import type { CapabilityName, CaseBody, CaseSpec, Define, FaultHooks, Settings } from './harness.js';
-import { TestEnv } from './harness.js';
+import { describeError, TestEnv } from './harness.js';
+import { checkSharedDataSet, findNotSupported, unimplementedCapability } from './kit-checks.js';
 import { kvCases } from './kv-cases.js';
 import { lifecycleCases } from './lifecycle-cases.js';
 import { lockCases } from './lock-cases.js';
@@ -140,6 +141,8 @@ export function describeConformance(options: ConformanceOptions): void {
     caps?: Capabilities;
     settings?: Settings;
     openError?: unknown;
+    /** Why no test can run (e.g. the stores do not share one data set): every test fails with it. */
+    setupError?: Error;
     counter: number;
   } = { counter: 0 };
 
@@ -149,6 +152,7 @@ export function describeConformance(options: ConformanceOptions): void {
       testTitle,
       async (context) => {
         const { caps, settings, admin } = suite;
+        if (suite.setupError) throw suite.setupError;
         if (!caps || !settings || !admin) {
           throw new Error(`no store could be opened: ${String(suite.openError)}`);
         }
@@ -187,6 +191,19 @@ export function describeConformance(options: ConformanceOptions): void {
         } catch (error) {
           failure ??= error;
         }
+        const missing = failure === undefined ? undefined : unimplementedCapability(failure, caps);
+        if (missing) {
+          // A capability declared true whose primitive is missing: say so, and fail only its row.
+          const said = describeError(findNotSupported(failure));
+          failure = new Error(
+            said.includes('declared true but not implemented')
+              ? `${said}; implement it or declare ${missing}: false`
+              : `${name} declares capabilities.${missing}: true but does not implement it (${said}); implement it or declare ${missing}: false`,
+            { cause: failure },
+          );
+          entry.rows.clear();
+          entry.rows.add(missing);
+        }
         ResultBook.finish(entry, failure === undefined ? 'pass' : 'fail', failure);
         if (failure !== undefined) throw failure;
       },
@@ -203,6 +220,14 @@ export function describeConformance(options: ConformanceOptions): void {
         suite.settings = settingsFor(admin.capabilities, options, timeScale);
       } catch (error) {
         suite.openError = error;
+        throw error;
+      }
+      try {
+        await checkSharedDataSet(options.open, suite.admin, root, name, 2_000 * timeScale);
+      } catch (error) {
+        suite.setupError = error as Error;
+        suite.openError = error;
+        delete suite.caps;
         throw error;
       }
     }, 120_000 * timeScale);

@@ -220,7 +220,7 @@ function rowResult(
     return {
       ...base,
       status: 'fails',
-      failures: [`could not open a store: ${openError ?? 'unknown error'}`],
+      failures: [`no test could run: ${openError ?? 'no store could be opened'}`],
     };
   }
   if (failed.length > 0) return { ...base, status: 'fails' };

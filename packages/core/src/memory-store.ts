@@ -1,32 +1,36 @@
 /**
- * An in-memory backend: a reference implementation of `BaseStore` for
- * backend authors, and the store the conformance kit is tested with.
+ * The `memory:` backend: the whole contract in this process, with no server
+ * and no native build, for application unit tests; also the reference
+ * implementation of `BaseStore` for backend authors, and the store the
+ * conformance kit is tested with.
  *
- * A `MemoryServer` plays the server (one keyspace with revisions, ttls and
+ * A `MemoryServer` plays the server (one data set with revisions, ttls and
  * change notifications); each `MemoryStore` is a client of it, so several
  * stores on one server behave like several connections to one etcd.
  * Everything a real backend does over the network happens synchronously
  * here, which makes every primitive atomic.
  */
+import { BaseStore, DEFAULT_TIMEOUT, type PrimitiveWriteOptions, type RawPair } from './base-store.js';
 import {
-  type AcquiredLock,
-  type AcquireRequest,
-  type BackendDefinition,
-  BaseStore,
-  type Capabilities,
-  DEFAULT_TIMEOUT,
-  isBelow,
+  InvalidArgumentError,
   KeyExistsError,
   KeyModifiedError,
   KeyNotFoundError,
   LockLostError,
-  type PrimitiveWriteOptions,
-  type RawPair,
-  type RawTreeChange,
-  type RawTreeUpdate,
-  stripPrefix,
   UnavailableError,
-} from '../src/index.js';
+} from './errors.js';
+import { isBelow, stripPrefix } from './keys.js';
+import type { AcquiredLock, AcquireRequest } from './lock.js';
+import { parseQueryOptions } from './registry.js';
+import type { RawTreeChange, RawTreeUpdate } from './tree-state.js';
+import type { BackendDefinition, Capabilities, StoreConfig } from './types.js';
+
+declare module './types.js' {
+  interface BackendOptions {
+    /** `name`: the process-wide data set to open (the URL's host); without it, a new private one. */
+    memory: { name?: string };
+  }
+}
 
 export const MEMORY_CAPABILITIES: Capabilities = Object.freeze({
   watch: true,
@@ -185,7 +189,8 @@ function toRaw(key: string, entry: Entry): RawPair {
 }
 
 export interface MemoryStoreOptions {
-  readonly server: MemoryServer;
+  /** The data set this store is a client of; default: a new, private one. */
+  readonly server?: MemoryServer;
   readonly prefix?: string;
   readonly requestTimeout?: number;
   /** Overrides, e.g. to declare a capability false and see the kit expect `NotSupportedError`. */
@@ -215,7 +220,7 @@ export class MemoryStore extends BaseStore {
       prefix: options.prefix ?? '',
       requestTimeout: options.requestTimeout ?? DEFAULT_TIMEOUT,
     });
-    this.server = options.server;
+    this.server = options.server ?? new MemoryServer();
     this.watchTreeListings = options.watchTreeListings === true;
   }
 
@@ -485,12 +490,83 @@ export class MemoryStore extends BaseStore {
   }
 }
 
-/** A registrable definition, for `createStore({ backend: name })`. All stores it creates share `server`. */
-export function memoryBackend(name = 'memory', server = new MemoryServer()): BackendDefinition {
+const DATA_SETS = Symbol.for('@kv/core.memoryDataSets');
+
+/** The named data sets of this process, shared by every copy of @kv/core in it. */
+function dataSets(): Map<string, MemoryServer> {
+  const holder = globalThis as { [DATA_SETS]?: Map<string, MemoryServer> };
+  holder[DATA_SETS] ??= new Map();
+  return holder[DATA_SETS];
+}
+
+/**
+ * The data set named `name` in this process (created on first use): every
+ * store opened with `memory://<name>` is a client of it.
+ */
+export function memoryDataSet(name: string): MemoryServer {
+  const sets = dataSets();
+  let server = sets.get(name);
+  if (!server) {
+    server = new MemoryServer();
+    sets.set(name, server);
+  }
+  return server;
+}
+
+const DATA_SET_NAME = /^[A-Za-z0-9._~-]+$/;
+
+/**
+ * `memory:` (a new private data set), `memory:?prefix=app`,
+ * `memory://<name>` (the process-wide data set `<name>`) and
+ * `memory://<name>/<prefix>?requestTimeout=1000`.
+ */
+export function parseMemoryUrl(url: string): StoreConfig {
+  const match = /^memory:(?:\/\/([^/?#]*)([^?#]*))?(?:\?([^#]*))?$/i.exec(url);
+  if (!match) {
+    throw new InvalidArgumentError(
+      `not a memory store URL: ${JSON.stringify(url)} (expected memory:, memory:?prefix=app or memory://name/prefix)`,
+    );
+  }
+  const [, name, path, query] = match;
+  const config: Record<string, unknown> = { backend: 'memory' };
+  const decode = (part: string): string => {
+    try {
+      return decodeURIComponent(part);
+    } catch (error) {
+      throw new InvalidArgumentError(`bad percent-encoding in the store URL ${JSON.stringify(url)}`, {
+        cause: error,
+      });
+    }
+  };
+  if (name) config.name = decode(name);
+  if (path && path !== '/') config.prefix = decode(path);
+  parseQueryOptions(query ?? '', config, ['name']);
+  return config as StoreConfig;
+}
+
+/**
+ * A registrable definition, for `createStore({ backend: name })`. Without
+ * `server`, each store opens the data set its config names (`name`, the
+ * URL's host) or, without a name, a new private one.
+ */
+export function memoryBackend(name = 'memory', server?: MemoryServer): BackendDefinition {
   return {
     name,
     capabilities: MEMORY_CAPABILITIES,
-    create: async (config) =>
-      new MemoryStore({ server, prefix: config.prefix, requestTimeout: config.requestTimeout }),
+    options: ['name'],
+    ...(name === 'memory' ? { parseUrl: parseMemoryUrl } : {}),
+    create: async (config) => {
+      const setName = (config as { name?: unknown }).name;
+      if (setName !== undefined && (typeof setName !== 'string' || !DATA_SET_NAME.test(setName))) {
+        throw new InvalidArgumentError(
+          `the memory backend's name option must match ${DATA_SET_NAME}, got ${JSON.stringify(setName)}`,
+        );
+      }
+      return new MemoryStore({
+        server: server ?? (setName === undefined ? new MemoryServer() : memoryDataSet(setName)),
+        prefix: config.prefix,
+        requestTimeout: config.requestTimeout,
+      });
+    },
   };
 }
