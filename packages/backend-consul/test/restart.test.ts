@@ -27,7 +27,7 @@ async function until<T>(
   }
 }
 
-const valueOf = (pair: KVPair | null): string | null => (pair ? text(pair.value) : null);
+const shown = (pair: KVPair | null): string | null => (pair ? text(pair.value) : null);
 
 /** Retries `fn` until it succeeds (the agent is coming back), bounded. */
 async function retry<T>(fn: () => Promise<T>, ms: number): Promise<T> {
@@ -67,7 +67,7 @@ describe.skipIf(launched.skip !== false)('a Consul agent restart', () => {
     const before = await store.get('w');
     const watch = watcher.watch('w')[Symbol.asyncIterator]();
     const tree = watcher.watchTree('d')[Symbol.asyncIterator]();
-    expect(valueOf((await within(watch.next(), 10_000, 'first watch event')).value as KVPair)).toBe('before');
+    expect(shown((await within(watch.next(), 10_000, 'first watch event')).value as KVPair)).toBe('before');
     await within(tree.next(), 10_000, 'first watchTree event');
 
     const lock = store.newLock('l', { ttl: LOCK_TTL });
@@ -88,7 +88,7 @@ describe.skipIf(launched.skip !== false)('a Consul agent restart', () => {
     await retry(() => store.put('d/k', 'new'), 30_000);
     const after = await store.get('w');
     expect(after.lastIndex, 'lastIndex went backwards across the restart').toBeGreaterThan(before.lastIndex);
-    await until(watch, (s) => valueOf(s as KVPair | null) === 'after', 30_000, 'watch after the restart');
+    await until(watch, (s) => shown(s as KVPair | null) === 'after', 30_000, 'watch after the restart');
     await until(
       tree,
       (s) => (s as TreeEvent).pairs.some((p) => p.key === 'd/k' && text(p.value) === 'new'),
@@ -126,7 +126,7 @@ describe.skipIf(launched.skip !== false)('a Consul agent restart', () => {
     for (let i = 0; i < 5; i++) await store.put('w', `later-${i}`);
     await store.put('gone-after-restore', 'x');
     const watch = watcher.watch('w')[Symbol.asyncIterator]();
-    expect(valueOf((await within(watch.next(), 10_000, 'first watch event')).value as KVPair)).toBe(
+    expect(shown((await within(watch.next(), 10_000, 'first watch event')).value as KVPair)).toBe(
       'later-4',
     );
     const highest = (await store.get('gone-after-restore')).lastIndex;
@@ -135,14 +135,14 @@ describe.skipIf(launched.skip !== false)('a Consul agent restart', () => {
     // The agent's KV index is back below what the watch last saw: it resets and reads afresh.
     await until(
       watch,
-      (s) => valueOf(s as KVPair | null) === 'snapshotted',
+      (s) => shown(s as KVPair | null) === 'snapshotted',
       2_000 + 10_000,
       'the restored state',
     );
     expect(await store.exists('gone-after-restore')).toBe(false);
     // And it goes on: the next write (a raft index above everything before) arrives.
     await store.put('w', 'after-restore');
-    await until(watch, (s) => valueOf(s as KVPair | null) === 'after-restore', 10_000, 'a write after');
+    await until(watch, (s) => shown(s as KVPair | null) === 'after-restore', 10_000, 'a write after');
     expect((await store.get('w')).lastIndex).toBeGreaterThan(highest);
     await watch.return?.();
   });
