@@ -614,57 +614,72 @@ export class ConsulStore extends BaseStore {
     const { value, ttl, wait, signal } = request;
     const guard = `${LOCK_GUARD}${key}`;
     const sessionTtl = Math.floor(ttl / 2);
-    let sentAt = monotonicNow();
-    let session = await this.createSession(sessionTtl, 'kv lock', signal);
+    let sentAt = Number.NEGATIVE_INFINITY;
+    // Made (and remade) in the loop: a lock() that waits rides out an election or an agent restart.
+    let session: string | undefined;
     let won = false;
-    const refresh = async () => {
+    // Each request is bounded by requestTimeout: one stuck on a cut link must not stall the wait.
+    const bounded = () => AbortSignal.any([signal, AbortSignal.timeout(this.requestTimeout)]);
+    const refresh = async (): Promise<string> => {
       // The session must outlive the wait: renew it (or make a new one) well before it could expire.
-      if (monotonicNow() - sentAt < sessionTtl / 2) return;
+      if (session !== undefined && monotonicNow() - sentAt < sessionTtl / 2) return session;
       const at = monotonicNow();
-      if (await this.renewSession(session, signal)) {
+      if (session !== undefined && (await this.renewSession(session, bounded()))) {
         sentAt = at;
-        return;
+        return session;
       }
-      sentAt = monotonicNow();
-      session = await this.createSession(sessionTtl, 'kv lock', signal);
+      session = undefined;
+      session = await this.createSession(sessionTtl, 'kv lock', bounded());
+      sentAt = at;
+      return session;
+    };
+    let attempt = 0;
+    /** A failed request: lock() waits out what may pass (no leader, a timeout), anything else is thrown. */
+    const failed = async (error: unknown): Promise<void> => {
+      if (signal.aborted) throw error;
+      const mapped = mapConsulError(error, wait ? 'lock' : 'tryLock');
+      if (!wait || !UnavailableError.isInstance(mapped)) throw mapped;
+      await delay(backoff(attempt++, 50, 2_000), signal);
     };
     try {
-      for (let attempt = 0; ; ) {
-        let holder: string | undefined;
+      for (;;) {
         try {
-          await refresh();
+          const held = await refresh();
+          // Timed out, it may still have applied: trying again with the same session re-takes it.
           const results = await this.txn(
             [
-              { KV: { Verb: 'lock', Key: guard, Value: '', Flags: 0, Session: session } },
-              { KV: { Verb: 'lock', Key: key, Value: b64(value), Flags: 0, Session: session } },
+              { KV: { Verb: 'lock', Key: guard, Value: '', Flags: 0, Session: held } },
+              { KV: { Verb: 'lock', Key: key, Value: b64(value), Flags: 0, Session: held } },
             ],
-            signal,
+            bounded(),
           );
           const token = results[1]?.KV?.ModifyIndex ?? results[0]?.KV?.ModifyIndex ?? 0;
           won = true;
-          return this.lockHandle(key, session, token, sentAt, request);
+          return this.lockHandle(key, held, token, sentAt, request);
         } catch (error) {
-          if (signal.aborted) throw error;
-          if (error instanceof TxnFailed) {
-            if (/invalid session/i.test(error.message)) {
-              sentAt = Number.NEGATIVE_INFINITY; // refresh() renews or makes a new one
-              continue;
-            }
-            if (!wait) return null;
-            holder = await this.holderOf(guard, key, signal);
-          } else {
-            const mapped = mapConsulError(error, wait ? 'lock' : 'tryLock');
-            if (!wait || !UnavailableError.isInstance(mapped)) throw mapped;
-            await delay(backoff(attempt++, 50, 2_000), signal);
+          if (!(error instanceof TxnFailed)) {
+            await failed(error);
             continue;
           }
+          if (/invalid session/i.test(error.message)) {
+            sentAt = Number.NEGATIVE_INFINITY; // refresh() renews or makes a new one
+            continue;
+          }
+          if (!wait) return null;
+        }
+        let holder: string | undefined;
+        try {
+          holder = await this.holderOf(guard, key, bounded());
+        } catch (error) {
+          await failed(error);
+          continue;
         }
         if (holder)
           await this.awaitSessionEnd(holder, Math.max(1, Math.floor(sessionTtl / 3)), signal, refresh);
         else await delay(backoff(attempt++, 20, 500), signal); // freed between the try and the look: try again
       }
     } finally {
-      if (!won) this.destroyQuietly(session);
+      if (!won && session !== undefined) this.destroyQuietly(session);
     }
   }
 
@@ -679,13 +694,13 @@ export class ConsulStore extends BaseStore {
     holder: string,
     waitMs: number,
     signal: AbortSignal,
-    refresh: () => Promise<void>,
+    refresh: () => Promise<unknown>,
   ): Promise<void> {
     let index = 0;
     for (let attempt = 0; ; ) {
-      await refresh();
       let res: HttpResponse;
       try {
+        await refresh();
         res = await this.http.send({
           method: 'GET',
           path: `/session/info/${encodeURIComponent(holder)}`,
