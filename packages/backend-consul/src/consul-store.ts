@@ -291,10 +291,21 @@ export class ConsulStore extends BaseStore {
 
   // ---- sessions ----
 
-  /** Creates a session: behaviour `delete`, no lock delay. `ttl` in ms (Consul frees it 2×ttl after the last renewal). */
+  /**
+   * Creates a session: behaviour `delete`, no lock delay. `ttl` in ms (Consul
+   * frees it 2×ttl after the last renewal). A session with a ttl has no
+   * health checks: Consul's default ties it to its agent's `serfHealth`,
+   * which the servers mark critical seconds after that agent is cut off, and
+   * that would free a lock (or delete a ttl key) while its holder, renewing
+   * through a reachable agent or not, still counts on its ttl.
+   */
   async createSession(ttl: number | undefined, name: string, signal: AbortSignal): Promise<string> {
-    const body: Record<string, string> = { LockDelay: '0s', Behavior: 'delete', Name: name };
-    if (ttl !== undefined) body.TTL = `${Math.max(ttl, this.sessionTtlMin)}ms`;
+    const body: Record<string, unknown> = { LockDelay: '0s', Behavior: 'delete', Name: name };
+    if (ttl !== undefined) {
+      body.TTL = `${Math.max(ttl, this.sessionTtlMin)}ms`;
+      body.Checks = [];
+      body.NodeChecks = [];
+    }
     const res = await this.http.send({
       method: 'PUT',
       path: '/session/create',
