@@ -126,9 +126,7 @@ describe.skipIf(launched.skip !== false)('a Consul agent restart', () => {
     for (let i = 0; i < 5; i++) await store.put('w', `later-${i}`);
     await store.put('gone-after-restore', 'x');
     const watch = watcher.watch('w')[Symbol.asyncIterator]();
-    expect(shown((await within(watch.next(), 10_000, 'first watch event')).value as KVPair)).toBe(
-      'later-4',
-    );
+    expect(shown((await within(watch.next(), 10_000, 'first watch event')).value as KVPair)).toBe('later-4');
     const highest = (await store.get('gone-after-restore')).lastIndex;
 
     await snapshotCall(server.urls[0] as string, 'PUT', snapshot);
