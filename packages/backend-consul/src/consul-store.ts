@@ -140,6 +140,9 @@ export class ConsulStore extends BaseStore {
   private rawClient: Consul | undefined;
   /** ms: the agent's session_ttl_min. */
   private sessionTtlMin: number;
+  /** Bytes: the largest /v1/txn body the agent takes (txn_max_req_len). */
+  private readonly txnMaxReqLen: number;
+  private readonly valueLimitSetting: string;
   private readonly keepAlive = new Map<number, KeepAliveSession | Promise<KeepAliveSession>>();
   private readonly heldLocks = new Map<string, { key: string; lost: (reason: string) => void }>();
   private readonly reaping = new Set<string>();
@@ -158,20 +161,20 @@ export class ConsulStore extends BaseStore {
   }
 
   private constructor(settings: ConsulSettings, http: ConsulHttp, limits: Limits) {
-    const maxValueSize = Math.min(
-      limits.kvMaxValueSize,
-      Math.floor((limits.txnMaxReqLen - TXN_OVERHEAD) / 4) * 3,
-    );
+    const { maxValueSize, maxValueSetting } = valueLimit(limits);
     super({
       backend: 'consul',
       capabilities: { ...CONSUL_CAPABILITIES, minTtl: 2 * limits.sessionTtlMin, maxValueSize },
       prefix: settings.prefix,
       requestTimeout: settings.requestTimeout,
       minTtlSetting: 'session_ttl_min (the smallest ttl is twice it)',
+      maxValueSetting,
     });
     this.settings = settings;
     this.http = http;
     this.sessionTtlMin = limits.sessionTtlMin;
+    this.txnMaxReqLen = limits.txnMaxReqLen;
+    this.valueLimitSetting = maxValueSetting;
   }
 
   /** The `consul` (2.0.1) client on the same agent, token and connection pool, for calls the Store does not cover. */
@@ -235,31 +238,36 @@ export class ConsulStore extends BaseStore {
 
   /** Runs a /v1/txn; a failed check or lock is a `TxnFailed`. */
   async txn(ops: readonly TxnOp[], signal: AbortSignal, write = true): Promise<TxnResult[]> {
+    const body = Buffer.from(JSON.stringify(ops), 'utf8');
+    const tooLarge = (cause?: unknown) => {
+      const size = ops.reduce((n, op) => n + ('KV' in op && op.KV.Value ? op.KV.Value.length : 0), 0);
+      return new ValueTooLargeError(Math.floor((size * 3) / 4), this.capabilities.maxValueSize, {
+        limit: `${this.valueLimitSetting}; this batch is ${body.byteLength} bytes in all`,
+        ...(cause === undefined ? {} : { cause }),
+      });
+    };
+    // Checked before sending: a batch of values each under maxValueSize can still be over it together.
+    if (body.byteLength > this.txnMaxReqLen) throw tooLarge();
     let res: HttpResponse;
     try {
-      res = await this.http.send({ method: 'PUT', path: '/txn', body: JSON.stringify(ops), signal, write });
+      res = await this.http.send({ method: 'PUT', path: '/txn', body, signal, write });
     } catch (error) {
-      if (error instanceof ConsulHttpError && error.status === 413) {
-        const size = ops.reduce((n, op) => n + ('KV' in op && op.KV.Value ? op.KV.Value.length : 0), 0);
-        throw new ValueTooLargeError(Math.floor((size * 3) / 4), this.capabilities.maxValueSize, {
-          cause: error,
-        });
-      }
+      if (error instanceof ConsulHttpError && error.status === 413) throw tooLarge(error);
       throw error;
     }
-    const body = JSON.parse(res.body.toString('utf8') || '{}') as {
+    const answer = JSON.parse(res.body.toString('utf8') || '{}') as {
       Results?: TxnResult[] | null;
       Errors?: { OpIndex: number; What: string }[] | null;
     };
-    if (res.status === 409 || (body.Errors && body.Errors.length > 0)) {
-      const errors = body.Errors ?? [];
+    if (res.status === 409 || (answer.Errors && answer.Errors.length > 0)) {
+      const errors = answer.Errors ?? [];
       // An ACL refusal of one op comes back as an op error, not as a 403.
       const denied = errors.find((e) => /permission denied|acl not found/i.test(e.What));
       if (denied)
         throw mapConsulError(new ConsulHttpError(403, denied.What, 'consul /v1/txn'), 'transaction');
       throw new TxnFailed(errors);
     }
-    return body.Results ?? [];
+    return answer.Results ?? [];
   }
 
   /** Deletes an expired ttl key the server has not removed yet (its session lives up to ttl after it). */
@@ -837,6 +845,22 @@ export class ConsulStore extends BaseStore {
     this.rawClient = undefined;
     this.http.close();
   }
+}
+
+/**
+ * The largest value every write path takes, and what sets it. Every write
+ * goes through /v1/txn (see the README: a plain PUT keeps the session of an
+ * entry it overwrites), where values travel base64 (4 bytes per 3) in a body
+ * of at most `txn_max_req_len`; `kv_max_value_size` bounds each value too.
+ */
+function valueLimit(limits: Limits): { maxValueSize: number; maxValueSetting: string } {
+  const inTxn = Math.floor((limits.txnMaxReqLen - TXN_OVERHEAD) / 4) * 3;
+  if (limits.kvMaxValueSize <= inTxn)
+    return { maxValueSize: limits.kvMaxValueSize, maxValueSetting: `the agent's kv_max_value_size` };
+  return {
+    maxValueSize: inTxn,
+    maxValueSetting: `every write goes through /v1/txn, whose body the agent's txn_max_req_len limits to ${limits.txnMaxReqLen} bytes, with values base64-encoded in it`,
+  };
 }
 
 interface Limits {
