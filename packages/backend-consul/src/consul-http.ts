@@ -1,6 +1,6 @@
 import { Agent as HttpAgent, request as httpRequest, type IncomingHttpHeaders } from 'node:http';
 import { Agent as HttpsAgent, request as httpsRequest } from 'node:https';
-import { backoff, delay } from '@kv/core';
+import { backoff, delay, UnavailableError } from '@kv/core';
 import type { ConsulEndpoint, ConsulSettings } from './consul-config.js';
 import { ConsulConnectError, ConsulHttpError } from './consul-errors.js';
 
@@ -107,7 +107,13 @@ export class ConsulHttp {
         }
         return response;
       } catch (error) {
-        if (error instanceof ConsulHttpError || call.signal.aborted) throw error;
+        if (error instanceof ConsulHttpError) throw error;
+        if (call.signal.aborted) {
+          // Timed out (not the caller's own abort): this agent hung, a frozen or cut-off one keeps
+          // hanging, so the next call starts at the next agent.
+          if (timedOut(call.signal.reason)) this.current = (at + 1) % endpoints.length;
+          throw error;
+        }
         last = error;
         // The next call starts at the next agent: this one failed or hung.
         this.current = (at + 1) % endpoints.length;
@@ -196,6 +202,11 @@ export class ConsulHttp {
 
 /** Consul's answers for a call that never reached a leader (so nothing was applied). */
 const NOT_FORWARDED = /No cluster leader|rpc error getting client|failed to get conn/i;
+
+/** An abort reason saying a time bound ran out: `AbortSignal.timeout`'s, or the store's requestTimeout. */
+function timedOut(reason: unknown): boolean {
+  return (reason instanceof Error && reason.name === 'TimeoutError') || UnavailableError.isInstance(reason);
+}
 
 function notForwarded(error: unknown): boolean {
   return error instanceof ConsulHttpError && error.status >= 500 && NOT_FORWARDED.test(error.body);

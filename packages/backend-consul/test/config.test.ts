@@ -1,5 +1,5 @@
 import { createStore, InvalidArgumentError, UnavailableError, ValueTooLargeError } from '@kv/core';
-import { serverFor } from '@kv/test-servers';
+import { serverFor, startFaultProxy } from '@kv/test-servers';
 import { describe, expect, it } from 'vitest';
 import { ConsulStore, parseConsulUrl } from '../src/index.js';
 
@@ -63,6 +63,27 @@ describe.skipIf(!consul.available)('consul://127.0.0.1:PORT/prefix against the a
     expect((await failover.list('')).map((p) => p.key)).toEqual(['k', 'k2']);
     await store.deleteTree('k');
     await store.deleteTree('k2');
+  });
+
+  it('an agent that hangs (black-holed) times the call out, and the next call goes to the next agent', async () => {
+    const [endpoint] = consul.endpoints;
+    const proxy = await startFaultProxy(endpoint as string);
+    try {
+      await using store = await createStore({
+        backend: 'consul',
+        endpoints: [proxy.endpoint, endpoint as string],
+        prefix: 'hang',
+        requestTimeout: 1_000,
+      });
+      proxy.blackhole();
+      await expect(store.put('k', 'v')).rejects.toBeInstanceOf(UnavailableError);
+      // Not sent to the hung agent again: it answers at once from the next one.
+      await store.put('k', 'v');
+      expect(new TextDecoder().decode((await store.get('k')).value)).toBe('v');
+      await store.delete('k');
+    } finally {
+      await proxy.close();
+    }
   });
 
   it('a ttl under minTtl names session_ttl_min', async () => {
