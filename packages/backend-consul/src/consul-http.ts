@@ -109,9 +109,11 @@ export class ConsulHttp {
       } catch (error) {
         if (error instanceof ConsulHttpError) throw error;
         if (call.signal.aborted) {
-          // Timed out (not the caller's own abort): this agent hung, a frozen or cut-off one keeps
-          // hanging, so the next call starts at the next agent.
-          if (timedOut(call.signal.reason)) this.current = (at + 1) % endpoints.length;
+          // A read that timed out (not the caller's own abort): this agent hung, and a frozen or
+          // cut-off one keeps hanging, so the next call starts at the next agent. Not after a write:
+          // the hung agent may still apply it later (Consul cannot cancel it), and writes that
+          // followed it through another agent would then be overwritten by it.
+          if (!call.write && timedOut(call.signal.reason)) this.current = (at + 1) % endpoints.length;
           throw error;
         }
         last = error;
