@@ -29,15 +29,8 @@ const faults = faultServer?.server
 const netProblem = process.env.CI === 'true' ? undefined : await clusterNetProblem();
 if (netProblem)
   console.warn(`!!! consul: no isolated cluster (${netProblem}): the cluster link cases are SKIPPED`);
-// session_ttl_min 3s: the kit's locks then have a ttl of 6 s. A member healed after an isolation
-// comes back with a higher raft term and forces an election (Consul 1.8's raft has no pre-vote);
-// sessions cannot be renewed meanwhile, and a 3 s lock (lost 2.25 s after its last renewal) did
-// not always outlive that election on a loaded machine. The holder then loses it, safely, but the
-// kit expects the majority's holder to keep it across the heal.
 const faultCluster = consul.available
-  ? await privateServer('the cluster fault cases', () =>
-      launchConsulCluster({ isolated: !netProblem, sessionTtlMin: '3s' }),
-    )
+  ? await privateServer('the cluster fault cases', () => launchConsulCluster({ isolated: !netProblem }))
   : undefined;
 const cluster = faultCluster?.server
   ? clusterFaultHooks(faultCluster.server, 2_000, (endpoints, prefix) =>
