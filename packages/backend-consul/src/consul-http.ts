@@ -1,5 +1,6 @@
 import { Agent as HttpAgent, request as httpRequest, type IncomingHttpHeaders } from 'node:http';
 import { Agent as HttpsAgent, request as httpsRequest } from 'node:https';
+import { backoff, delay, UnavailableError } from '@kv/core';
 import type { ConsulEndpoint, ConsulSettings } from './consul-config.js';
 import { ConsulConnectError, ConsulHttpError } from './consul-errors.js';
 
@@ -64,8 +65,29 @@ export class ConsulHttp {
     return this.agent;
   }
 
-  /** Sends a call, trying each agent once from the current one; throws `ConsulConnectError` or `ConsulHttpError` (status >= 400, 404 excepted). */
+  /**
+   * Sends a call, trying each agent once from the current one; throws
+   * `ConsulConnectError` or `ConsulHttpError` (status >= 400, 404 excepted).
+   * An agent that answers it could not get the call to a leader (none known,
+   * or the one it knows refuses connections: an election is under way) has
+   * applied nothing: the call is sent again, with backoff, until its signal
+   * ends it. A 5xx that may have come after the leader got the call
+   * ("rpc error making call: EOF") is thrown: resending a write could apply it twice.
+   */
   async send(call: HttpCall): Promise<HttpResponse> {
+    for (let attempt = 0; ; attempt++) {
+      try {
+        return await this.sendOnce(call);
+      } catch (error) {
+        if (!notForwarded(error) || call.signal.aborted || this.destroyed) throw error;
+        await delay(backoff(attempt, 50, 500), call.signal).catch(() => {
+          throw error;
+        });
+      }
+    }
+  }
+
+  private async sendOnce(call: HttpCall): Promise<HttpResponse> {
     if (this.destroyed) throw new ConsulConnectError('consul: the connection pool is closed');
     const endpoints = this.settings.endpoints;
     let last: unknown;
@@ -85,7 +107,15 @@ export class ConsulHttp {
         }
         return response;
       } catch (error) {
-        if (error instanceof ConsulHttpError || call.signal.aborted) throw error;
+        if (error instanceof ConsulHttpError) throw error;
+        if (call.signal.aborted) {
+          // A read that timed out (not the caller's own abort): this agent hung, and a frozen or
+          // cut-off one keeps hanging, so the next call starts at the next agent. Not after a write:
+          // the hung agent may still apply it later (Consul cannot cancel it), and writes that
+          // followed it through another agent would then be overwritten by it.
+          if (!call.write && timedOut(call.signal.reason)) this.current = (at + 1) % endpoints.length;
+          throw error;
+        }
         last = error;
         // The next call starts at the next agent: this one failed or hung.
         this.current = (at + 1) % endpoints.length;
@@ -170,6 +200,18 @@ export class ConsulHttp {
     this.destroyed = true;
     this.agent.destroy();
   }
+}
+
+/** Consul's answers for a call that never reached a leader (so nothing was applied). */
+const NOT_FORWARDED = /No cluster leader|rpc error getting client|failed to get conn/i;
+
+/** An abort reason saying a time bound ran out: `AbortSignal.timeout`'s, or the store's requestTimeout. */
+function timedOut(reason: unknown): boolean {
+  return (reason instanceof Error && reason.name === 'TimeoutError') || UnavailableError.isInstance(reason);
+}
+
+function notForwarded(error: unknown): boolean {
+  return error instanceof ConsulHttpError && error.status >= 500 && NOT_FORWARDED.test(error.body);
 }
 
 function pem(value: string | Uint8Array): string | Buffer {

@@ -140,6 +140,9 @@ export class ConsulStore extends BaseStore {
   private rawClient: Consul | undefined;
   /** ms: the agent's session_ttl_min. */
   private sessionTtlMin: number;
+  /** Bytes: the largest /v1/txn body the agent takes (txn_max_req_len). */
+  private readonly txnMaxReqLen: number;
+  private readonly valueLimitSetting: string;
   private readonly keepAlive = new Map<number, KeepAliveSession | Promise<KeepAliveSession>>();
   private readonly heldLocks = new Map<string, { key: string; lost: (reason: string) => void }>();
   private readonly reaping = new Set<string>();
@@ -158,20 +161,20 @@ export class ConsulStore extends BaseStore {
   }
 
   private constructor(settings: ConsulSettings, http: ConsulHttp, limits: Limits) {
-    const maxValueSize = Math.min(
-      limits.kvMaxValueSize,
-      Math.floor((limits.txnMaxReqLen - TXN_OVERHEAD) / 4) * 3,
-    );
+    const { maxValueSize, maxValueSetting } = valueLimit(limits);
     super({
       backend: 'consul',
       capabilities: { ...CONSUL_CAPABILITIES, minTtl: 2 * limits.sessionTtlMin, maxValueSize },
       prefix: settings.prefix,
       requestTimeout: settings.requestTimeout,
       minTtlSetting: 'session_ttl_min (the smallest ttl is twice it)',
+      maxValueSetting,
     });
     this.settings = settings;
     this.http = http;
     this.sessionTtlMin = limits.sessionTtlMin;
+    this.txnMaxReqLen = limits.txnMaxReqLen;
+    this.valueLimitSetting = maxValueSetting;
   }
 
   /** The `consul` (2.0.1) client on the same agent, token and connection pool, for calls the Store does not cover. */
@@ -235,31 +238,36 @@ export class ConsulStore extends BaseStore {
 
   /** Runs a /v1/txn; a failed check or lock is a `TxnFailed`. */
   async txn(ops: readonly TxnOp[], signal: AbortSignal, write = true): Promise<TxnResult[]> {
+    const body = Buffer.from(JSON.stringify(ops), 'utf8');
+    const tooLarge = (cause?: unknown) => {
+      const size = ops.reduce((n, op) => n + ('KV' in op && op.KV.Value ? op.KV.Value.length : 0), 0);
+      return new ValueTooLargeError(Math.floor((size * 3) / 4), this.capabilities.maxValueSize, {
+        limit: `${this.valueLimitSetting}; this batch is ${body.byteLength} bytes in all`,
+        ...(cause === undefined ? {} : { cause }),
+      });
+    };
+    // Checked before sending: a batch of values each under maxValueSize can still be over it together.
+    if (body.byteLength > this.txnMaxReqLen) throw tooLarge();
     let res: HttpResponse;
     try {
-      res = await this.http.send({ method: 'PUT', path: '/txn', body: JSON.stringify(ops), signal, write });
+      res = await this.http.send({ method: 'PUT', path: '/txn', body, signal, write });
     } catch (error) {
-      if (error instanceof ConsulHttpError && error.status === 413) {
-        const size = ops.reduce((n, op) => n + ('KV' in op && op.KV.Value ? op.KV.Value.length : 0), 0);
-        throw new ValueTooLargeError(Math.floor((size * 3) / 4), this.capabilities.maxValueSize, {
-          cause: error,
-        });
-      }
+      if (error instanceof ConsulHttpError && error.status === 413) throw tooLarge(error);
       throw error;
     }
-    const body = JSON.parse(res.body.toString('utf8') || '{}') as {
+    const answer = JSON.parse(res.body.toString('utf8') || '{}') as {
       Results?: TxnResult[] | null;
       Errors?: { OpIndex: number; What: string }[] | null;
     };
-    if (res.status === 409 || (body.Errors && body.Errors.length > 0)) {
-      const errors = body.Errors ?? [];
+    if (res.status === 409 || (answer.Errors && answer.Errors.length > 0)) {
+      const errors = answer.Errors ?? [];
       // An ACL refusal of one op comes back as an op error, not as a 403.
       const denied = errors.find((e) => /permission denied|acl not found/i.test(e.What));
       if (denied)
         throw mapConsulError(new ConsulHttpError(403, denied.What, 'consul /v1/txn'), 'transaction');
       throw new TxnFailed(errors);
     }
-    return body.Results ?? [];
+    return answer.Results ?? [];
   }
 
   /** Deletes an expired ttl key the server has not removed yet (its session lives up to ttl after it). */
@@ -291,10 +299,21 @@ export class ConsulStore extends BaseStore {
 
   // ---- sessions ----
 
-  /** Creates a session: behaviour `delete`, no lock delay. `ttl` in ms (Consul frees it 2×ttl after the last renewal). */
+  /**
+   * Creates a session: behaviour `delete`, no lock delay. `ttl` in ms (Consul
+   * frees it 2×ttl after the last renewal). A session with a ttl has no
+   * health checks: Consul's default ties it to its agent's `serfHealth`,
+   * which the servers mark critical seconds after that agent is cut off, and
+   * that would free a lock (or delete a ttl key) while its holder, renewing
+   * through a reachable agent or not, still counts on its ttl.
+   */
   async createSession(ttl: number | undefined, name: string, signal: AbortSignal): Promise<string> {
-    const body: Record<string, string> = { LockDelay: '0s', Behavior: 'delete', Name: name };
-    if (ttl !== undefined) body.TTL = `${Math.max(ttl, this.sessionTtlMin)}ms`;
+    const body: Record<string, unknown> = { LockDelay: '0s', Behavior: 'delete', Name: name };
+    if (ttl !== undefined) {
+      body.TTL = `${Math.max(ttl, this.sessionTtlMin)}ms`;
+      body.Checks = [];
+      body.NodeChecks = [];
+    }
     const res = await this.http.send({
       method: 'PUT',
       path: '/session/create',
@@ -614,57 +633,72 @@ export class ConsulStore extends BaseStore {
     const { value, ttl, wait, signal } = request;
     const guard = `${LOCK_GUARD}${key}`;
     const sessionTtl = Math.floor(ttl / 2);
-    let sentAt = monotonicNow();
-    let session = await this.createSession(sessionTtl, 'kv lock', signal);
+    let sentAt = Number.NEGATIVE_INFINITY;
+    // Made (and remade) in the loop: a lock() that waits rides out an election or an agent restart.
+    let session: string | undefined;
     let won = false;
-    const refresh = async () => {
+    // Each request is bounded by requestTimeout: one stuck on a cut link must not stall the wait.
+    const bounded = () => AbortSignal.any([signal, AbortSignal.timeout(this.requestTimeout)]);
+    const refresh = async (): Promise<string> => {
       // The session must outlive the wait: renew it (or make a new one) well before it could expire.
-      if (monotonicNow() - sentAt < sessionTtl / 2) return;
+      if (session !== undefined && monotonicNow() - sentAt < sessionTtl / 2) return session;
       const at = monotonicNow();
-      if (await this.renewSession(session, signal)) {
+      if (session !== undefined && (await this.renewSession(session, bounded()))) {
         sentAt = at;
-        return;
+        return session;
       }
-      sentAt = monotonicNow();
-      session = await this.createSession(sessionTtl, 'kv lock', signal);
+      session = undefined;
+      session = await this.createSession(sessionTtl, 'kv lock', bounded());
+      sentAt = at;
+      return session;
+    };
+    let attempt = 0;
+    /** A failed request: lock() waits out what may pass (no leader, a timeout), anything else is thrown. */
+    const failed = async (error: unknown): Promise<void> => {
+      if (signal.aborted) throw error;
+      const mapped = mapConsulError(error, wait ? 'lock' : 'tryLock');
+      if (!wait || !UnavailableError.isInstance(mapped)) throw mapped;
+      await delay(backoff(attempt++, 50, 2_000), signal);
     };
     try {
-      for (let attempt = 0; ; ) {
-        let holder: string | undefined;
+      for (;;) {
         try {
-          await refresh();
+          const held = await refresh();
+          // Timed out, it may still have applied: trying again with the same session re-takes it.
           const results = await this.txn(
             [
-              { KV: { Verb: 'lock', Key: guard, Value: '', Flags: 0, Session: session } },
-              { KV: { Verb: 'lock', Key: key, Value: b64(value), Flags: 0, Session: session } },
+              { KV: { Verb: 'lock', Key: guard, Value: '', Flags: 0, Session: held } },
+              { KV: { Verb: 'lock', Key: key, Value: b64(value), Flags: 0, Session: held } },
             ],
-            signal,
+            bounded(),
           );
           const token = results[1]?.KV?.ModifyIndex ?? results[0]?.KV?.ModifyIndex ?? 0;
           won = true;
-          return this.lockHandle(key, session, token, sentAt, request);
+          return this.lockHandle(key, held, token, sentAt, request);
         } catch (error) {
-          if (signal.aborted) throw error;
-          if (error instanceof TxnFailed) {
-            if (/invalid session/i.test(error.message)) {
-              sentAt = Number.NEGATIVE_INFINITY; // refresh() renews or makes a new one
-              continue;
-            }
-            if (!wait) return null;
-            holder = await this.holderOf(guard, key, signal);
-          } else {
-            const mapped = mapConsulError(error, wait ? 'lock' : 'tryLock');
-            if (!wait || !UnavailableError.isInstance(mapped)) throw mapped;
-            await delay(backoff(attempt++, 50, 2_000), signal);
+          if (!(error instanceof TxnFailed)) {
+            await failed(error);
             continue;
           }
+          if (/invalid session/i.test(error.message)) {
+            sentAt = Number.NEGATIVE_INFINITY; // refresh() renews or makes a new one
+            continue;
+          }
+          if (!wait) return null;
+        }
+        let holder: string | undefined;
+        try {
+          holder = await this.holderOf(guard, key, bounded());
+        } catch (error) {
+          await failed(error);
+          continue;
         }
         if (holder)
           await this.awaitSessionEnd(holder, Math.max(1, Math.floor(sessionTtl / 3)), signal, refresh);
         else await delay(backoff(attempt++, 20, 500), signal); // freed between the try and the look: try again
       }
     } finally {
-      if (!won) this.destroyQuietly(session);
+      if (!won && session !== undefined) this.destroyQuietly(session);
     }
   }
 
@@ -679,13 +713,13 @@ export class ConsulStore extends BaseStore {
     holder: string,
     waitMs: number,
     signal: AbortSignal,
-    refresh: () => Promise<void>,
+    refresh: () => Promise<unknown>,
   ): Promise<void> {
     let index = 0;
     for (let attempt = 0; ; ) {
-      await refresh();
       let res: HttpResponse;
       try {
+        await refresh();
         res = await this.http.send({
           method: 'GET',
           path: `/session/info/${encodeURIComponent(holder)}`,
@@ -811,6 +845,22 @@ export class ConsulStore extends BaseStore {
     this.rawClient = undefined;
     this.http.close();
   }
+}
+
+/**
+ * The largest value every write path takes, and what sets it. Every write
+ * goes through /v1/txn (see the README: a plain PUT keeps the session of an
+ * entry it overwrites), where values travel base64 (4 bytes per 3) in a body
+ * of at most `txn_max_req_len`; `kv_max_value_size` bounds each value too.
+ */
+function valueLimit(limits: Limits): { maxValueSize: number; maxValueSetting: string } {
+  const inTxn = Math.floor((limits.txnMaxReqLen - TXN_OVERHEAD) / 4) * 3;
+  if (limits.kvMaxValueSize <= inTxn)
+    return { maxValueSize: limits.kvMaxValueSize, maxValueSetting: `the agent's kv_max_value_size` };
+  return {
+    maxValueSize: inTxn,
+    maxValueSetting: `every write goes through /v1/txn, whose body the agent's txn_max_req_len limits to ${limits.txnMaxReqLen} bytes, with values base64-encoded in it`,
+  };
 }
 
 interface Limits {

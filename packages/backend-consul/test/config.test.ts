@@ -1,5 +1,5 @@
-import { createStore, InvalidArgumentError, UnavailableError } from '@kv/core';
-import { serverFor } from '@kv/test-servers';
+import { createStore, InvalidArgumentError, UnavailableError, ValueTooLargeError } from '@kv/core';
+import { serverFor, startFaultProxy } from '@kv/test-servers';
 import { describe, expect, it } from 'vitest';
 import { ConsulStore, parseConsulUrl } from '../src/index.js';
 
@@ -65,8 +65,64 @@ describe.skipIf(!consul.available)('consul://127.0.0.1:PORT/prefix against the a
     await store.deleteTree('k2');
   });
 
+  it('an agent that hangs (black-holed) times a read out, and the next call goes to the next agent', async () => {
+    const [endpoint] = consul.endpoints;
+    const proxy = await startFaultProxy(endpoint as string);
+    try {
+      await using store = await createStore({
+        backend: 'consul',
+        endpoints: [proxy.endpoint, endpoint as string],
+        prefix: 'hang',
+        requestTimeout: 1_000,
+      });
+      await store.put('k', 'v');
+      proxy.blackhole();
+      await expect(store.get('k')).rejects.toBeInstanceOf(UnavailableError);
+      // Not sent to the hung agent again: the next agent answers at once.
+      expect(new TextDecoder().decode((await store.get('k')).value)).toBe('v');
+      await store.delete('k');
+    } finally {
+      await proxy.close();
+    }
+  });
+
   it('a ttl under minTtl names session_ttl_min', async () => {
     await using store = await createStore(`consul://${consul.endpoints[0]}/ttl-min`);
     await expect(store.put('k', 'v', { ttl: 1_000 })).rejects.toThrow(/session_ttl_min/);
+  });
+
+  it('maxValueSize: the largest value goes through every write path; one byte more is refused before sending, naming the limit', async () => {
+    await using store = await createStore(`consul://${consul.endpoints[0]}/value-size`);
+    const max = store.capabilities.maxValueSize;
+    const big = new Uint8Array(max).map((_, i) => (i * 7) % 251);
+    // Byte for byte (vitest's toEqual walks a large array element by element: seconds).
+    const same = (value: Uint8Array) => Buffer.from(value).equals(Buffer.from(big));
+    await store.put('plain', big);
+    expect(same((await store.get('plain')).value)).toBe(true);
+    const created = await store.atomicPut('cas', big, null);
+    await store.atomicPut('cas', big, created);
+    await store.put('ttl', big, { ttl: 2_000 });
+    expect(same((await store.get('ttl')).value)).toBe(true);
+    const lock = store.newLock('lock', { value: big, ttl: 2_000 });
+    await lock.lock();
+    expect(same((await store.get('lock')).value)).toBe(true);
+    await lock.unlock();
+
+    const over = await store.put('plain', new Uint8Array(max + 1)).catch((e: unknown) => e);
+    expect(ValueTooLargeError.isInstance(over), String(over)).toBe(true);
+    // Refused here, not by the agent (a 413 would be its cause), and the message says what sets it.
+    expect((over as Error).cause).toBeUndefined();
+    expect(String(over)).toMatch(/txn_max_req_len|kv_max_value_size/);
+    // Values each under the limit, together over a txn body: refused before sending, nothing applied.
+    const half = new Uint8Array(Math.ceil(max / 2) + 1024);
+    const batch = await (store as ConsulStore)
+      .transaction()
+      .put('t1', half)
+      .put('t2', half)
+      .commit()
+      .catch((e: unknown) => e);
+    expect(ValueTooLargeError.isInstance(batch), String(batch)).toBe(true);
+    expect(await store.exists('t1')).toBe(false);
+    for (const key of ['plain', 'cas', 'ttl']) await store.delete(key);
   });
 });

@@ -1,6 +1,14 @@
 import { createStore } from '@kv/core';
 import { describeConformance } from '@kv/core/conformance';
-import { launchConsul, privateServer, serverFaultHooks, serverFor } from '@kv/test-servers';
+import {
+  clusterFaultHooks,
+  clusterNetProblem,
+  launchConsul,
+  launchConsulCluster,
+  privateServer,
+  serverFaultHooks,
+  serverFor,
+} from '@kv/test-servers';
 import { afterAll } from 'vitest';
 import { ConsulStore } from '../src/index.js';
 
@@ -15,9 +23,24 @@ const faults = faultServer?.server
       createStore({ backend: 'consul', endpoints, prefix, requestTimeout: 1_000 }),
     )
   : undefined;
+// And a 3-server cluster of their own, one server killed or frozen at a time, each server in a
+// network namespace of its own so links are cut one by one (a server isolated, clients cut off).
+// In CI namespaces must work (root); elsewhere without them the link cases stay untested.
+const netProblem = process.env.CI === 'true' ? undefined : await clusterNetProblem();
+if (netProblem)
+  console.warn(`!!! consul: no isolated cluster (${netProblem}): the cluster link cases are SKIPPED`);
+const faultCluster = consul.available
+  ? await privateServer('the cluster fault cases', () => launchConsulCluster({ isolated: !netProblem }))
+  : undefined;
+const cluster = faultCluster?.server
+  ? clusterFaultHooks(faultCluster.server, 2_000, (endpoints, prefix) =>
+      createStore({ backend: 'consul', endpoints, prefix, requestTimeout: 2_000 }),
+    )
+  : undefined;
 afterAll(async () => {
   await faults?.dispose();
   await faultServer?.server?.dispose();
+  await faultCluster?.server?.dispose();
 });
 
 describeConformance({
@@ -33,5 +56,5 @@ describeConformance({
     url: (prefix) => `consul://${consul.endpoints.join(',')}/${prefix}`,
     imports: ['@kv/backend-consul'],
   },
-  ...(faults ? { faults } : {}),
+  ...(faults ? { faults: { ...faults, ...(cluster ? { cluster } : {}) } } : {}),
 });

@@ -53,6 +53,11 @@ describe.skipIf(!consul.available)('the Consul toolkit', async () => {
     const s = store as NonNullable<typeof store>;
     const signal = AbortSignal.timeout(5_000);
     const id = await s.createSession(10_000, 'toolkit test', signal);
+    // No health checks: only the ttl (and destroy) ends it, never the agent's serfHealth.
+    const res = await fetch(`http://${consul.endpoints[0]}/v1/session/info/${id}`, { signal });
+    const [info] = (await res.json()) as { NodeChecks?: string[] | null; Checks?: string[] | null }[];
+    expect(info?.NodeChecks ?? []).toEqual([]);
+    expect(info?.Checks ?? []).toEqual([]);
     expect(await s.renewSession(id, signal)).toBe(true);
     await s.destroySession(id, signal);
     expect(await s.renewSession(id, signal)).toBe(false);

@@ -74,6 +74,8 @@ export interface BaseStoreOptions {
   readonly requestTimeout: number;
   /** Named in the `InvalidArgumentError` for a ttl under `minTtl`, e.g. Consul's `session_ttl_min`. */
   readonly minTtlSetting?: string;
+  /** Named in the `ValueTooLargeError` for a value over `maxValueSize`: what sets that limit. */
+  readonly maxValueSetting?: string;
 }
 
 /**
@@ -91,6 +93,7 @@ export abstract class BaseStore implements Store {
   readonly prefix: string;
   readonly requestTimeout: number;
   private readonly minTtlSetting: string | undefined;
+  private readonly maxValueSetting: string | undefined;
   private readonly closeController = new AbortController();
   private readonly locks = new Set<StoreLock>();
   private closePromise: Promise<void> | undefined;
@@ -101,6 +104,7 @@ export abstract class BaseStore implements Store {
     this.prefix = normalizeKey(options.prefix, true);
     this.requestTimeout = options.requestTimeout;
     this.minTtlSetting = options.minTtlSetting;
+    this.maxValueSetting = options.maxValueSetting;
     // Every call in flight listens on it: many concurrent calls are normal, not a leak.
     setMaxListeners(0, this.closeController.signal);
     (this.lockHost as { requestTimeout: number }).requestTimeout = options.requestTimeout;
@@ -508,7 +512,11 @@ export abstract class BaseStore implements Store {
       throw new InvalidArgumentError((error as Error).message);
     }
     if (bytes.byteLength > this.capabilities.maxValueSize) {
-      throw new ValueTooLargeError(bytes.byteLength, this.capabilities.maxValueSize);
+      throw new ValueTooLargeError(
+        bytes.byteLength,
+        this.capabilities.maxValueSize,
+        this.maxValueSetting ? { limit: this.maxValueSetting } : undefined,
+      );
     }
     return bytes;
   }

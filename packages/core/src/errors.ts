@@ -101,11 +101,13 @@ export class InvalidArgumentError extends KVError {
 export class ValueTooLargeError extends KVError {
   readonly size: number;
   readonly maxValueSize: number;
-  constructor(size: number, maxValueSize: number, options?: KVErrorOptions) {
+  /** `options.limit` names what sets the limit, e.g. a server setting (it is added to the message). */
+  constructor(size: number, maxValueSize: number, options?: KVErrorOptions & { limit?: string }) {
+    const { limit, ...rest } = options ?? {};
     super(
       'VALUE_TOO_LARGE',
-      `value of ${size} bytes is over this backend's maxValueSize of ${maxValueSize}`,
-      options,
+      `value of ${size} bytes is over this backend's maxValueSize of ${maxValueSize}${limit ? ` (${limit})` : ''}`,
+      rest,
     );
     this.size = size;
     this.maxValueSize = maxValueSize;

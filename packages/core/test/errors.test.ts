@@ -23,6 +23,9 @@ describe('KVError', () => {
     expect(error.cause).toBe(cause);
     expect(new ClosedError().cause).toBeUndefined();
     expect(new ValueTooLargeError(11, 10).message).toContain('11');
+    const limited = new ValueTooLargeError(11, 10, { limit: 'the setting max_size', cause });
+    expect(limited.message).toMatch(/maxValueSize of 10 \(the setting max_size\)$/);
+    expect(limited.cause).toBe(cause);
     expect(new NotSupportedError('x', 'watchTree').feature).toBe('watchTree');
   });
 

@@ -110,7 +110,7 @@ export function clusterFaultHooks<S>(
           healAll: () => net.healAll(),
         }
       : {}),
-    ...(cluster.kind === 'etcd' || cluster.kind === 'zookeeper'
+    ...(cluster.kind === 'etcd' || cluster.kind === 'zookeeper' || cluster.kind === 'consul'
       ? { leader: () => agreedLeader(cluster) }
       : {}),
   };
@@ -121,6 +121,14 @@ async function leaderSeenBy(cluster: ClusterHandle, i: number): Promise<number |
   const m = cluster.members[i] as ServerHandle;
   if (cluster.kind === 'zookeeper')
     return (await zkMode(m.endpoints[0] as string)) === 'leader' ? i : undefined;
+  if (cluster.kind === 'consul') {
+    // The member's own view (`stale`: answered locally, not forwarded): the server it takes for the leader, by node name.
+    const r = await httpRequest(`${m.urls[0]}/v1/operator/raft/configuration?stale`, { timeoutMs: 1_000 });
+    const body = JSON.parse(r.body) as { Servers?: { Node: string; Leader: boolean }[] };
+    const leader = body.Servers?.find((s) => s.Leader)?.Node;
+    const index = cluster.members.findIndex((x) => x.name === leader);
+    return index < 0 ? undefined : index;
+  }
   const status = async (url: string) => {
     const r = await httpRequest(`${url}/v3/maintenance/status`, {
       method: 'POST',

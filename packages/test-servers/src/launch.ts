@@ -838,6 +838,107 @@ export async function launchConsul(
   }
 }
 
+/** Options of `launchConsulCluster`. */
+export interface ConsulClusterOptions extends ClusterOptions {
+  /** session_ttl_min (default "1s"; Consul's own default is 10s). */
+  sessionTtlMin?: string;
+  /** Extra HCL snippets passed with -hcl to every member. */
+  hcl?: string[];
+}
+
+/**
+ * A private Consul 1.8 cluster of servers (3 by default: `-server
+ * -bootstrap-expect=N`, joined with `-retry-join`), each with a data dir of
+ * its own (a member started again keeps its raft log), fast raft timings
+ * (`raft_multiplier = 1`), session_ttl_min 1s, and a fixed membership: dead
+ * servers are never pruned from the raft configuration (autopilot's
+ * `cleanup_dead_servers = false`), so a member killed or cut off comes back
+ * as a voter. On 127.0.0.1, or, with `isolated: true`, each member in a
+ * network namespace of its own (`handle.net` cuts and heals the links
+ * between them); every member serves the HTTP API.
+ */
+export async function launchConsulCluster(
+  opts: ConsulClusterOptions = {},
+  internal: InternalOptions = {},
+): Promise<ClusterHandle> {
+  const { consul: bins } = await ensureInstalled(['consul'], opts.log);
+  await reapOnce();
+  const size = opts.size ?? 3;
+  const name = opts.isolated ? 'consul-isolated' : 'consul-cluster';
+  const { base, removeDir, memberOpts } = prepareBase(name, internal, opts.startTimeoutMs ?? 60_000);
+  const net = opts.isolated
+    ? await createClusterNet({ size, ...(internal.owner !== undefined ? { owner: internal.owner } : {}) })
+    : undefined;
+  try {
+    return await withPortRetry(async () => {
+      // In namespaces of their own, every member has Consul's usual ports to itself:
+      // http, dns, server (raft/RPC), serf LAN, serf WAN, gRPC.
+      const perMember = 6;
+      const ports = net
+        ? Array.from({ length: size }, () => [8500, 8600, 8300, 8301, 8302, 8502]).flat()
+        : await freePorts(perMember * size);
+      const hostOf = (i: number) => net?.address(i) ?? HOST;
+      const port = (i: number, which: number) => ports[perMember * i + which] as number;
+      const hcl = [
+        `session_ttl_min = "${opts.sessionTtlMin ?? '1s'}"`,
+        'performance { raft_multiplier = 1 }',
+        'autopilot { cleanup_dead_servers = false }',
+        ...(opts.hcl ?? []),
+      ];
+      const members = Array.from({ length: size }, (_, i) => {
+        const memberName = `${name}-${i + 1}`;
+        const host = hostOf(i);
+        const dataDir = join(base, `data-${i + 1}`);
+        const url = `http://${host}:${port(i, 0)}`;
+        const joins = Array.from({ length: size }, (_, j) => j)
+          .filter((j) => j !== i)
+          .map((j) => `-retry-join=${hostOf(j)}:${port(j, 3)}`);
+        const spec: ProcessSpec = {
+          kind: 'consul',
+          name: memberName,
+          command: bins.consul,
+          args: [
+            'agent',
+            '-server',
+            `-bootstrap-expect=${size}`,
+            '-ui=false',
+            `-node=${memberName}`,
+            `-bind=${host}`,
+            `-client=${host}`,
+            `-advertise=${host}`,
+            `-http-port=${port(i, 0)}`,
+            `-dns-port=${port(i, 1)}`,
+            `-server-port=${port(i, 2)}`,
+            `-serf-lan-port=${port(i, 3)}`,
+            `-serf-wan-port=${port(i, 4)}`,
+            `-grpc-port=${port(i, 5)}`,
+            `-data-dir=${dataDir}`,
+            ...joins,
+            '-retry-interval=1s',
+            ...hcl.flatMap((h) => ['-hcl', h]),
+          ],
+          env: {},
+          cwd: base,
+          logFile: join(base, `${memberName}.log`),
+          dataDir,
+          endpoint: `${host}:${port(i, 0)}`,
+          url,
+          probe: { type: 'consul', url },
+        };
+        if (net) [spec.command, spec.args] = net.wrap(i, spec.command, spec.args);
+        return new Member(spec, memberOpts);
+      });
+      const c = new Cluster<Member>('consul', name, members, removeDir, net);
+      await c.start();
+      return c;
+    });
+  } catch (err) {
+    await net?.dispose();
+    if (removeDir) rmSync(removeDir, { recursive: true, force: true });
+    throw err;
+  }
+}
+
 // --- ZooKeeper ------------------------------------------------------------------------------
 
 function zkSpec(

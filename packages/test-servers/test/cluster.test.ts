@@ -1,6 +1,7 @@
 import { Etcd3 } from 'etcd3';
 import { describe, expect, it } from 'vitest';
-import { launchEtcdCluster, launchZooKeeperEnsemble, zkMode } from '../src/index.js';
+import { launchConsulCluster, launchEtcdCluster, launchZooKeeperEnsemble, zkMode } from '../src/index.js';
+import { httpRequest } from '../src/probes.js';
 import { ZooKeeper, zkConnect } from './helpers.js';
 
 describe('launcher: 3-member etcd cluster', () => {
@@ -57,6 +58,36 @@ describe('launcher: 3-member ZooKeeper ensemble', () => {
       expect(['leader', 'follower']).toContain(await zkMode(m1.endpoints[0] as string));
     } finally {
       await ensemble.dispose();
+    }
+  });
+});
+
+describe('launcher: 3-server Consul cluster', () => {
+  it('elects one leader; keeps serving with one server stopped; the server catches up when started again', async () => {
+    const cluster = await launchConsulCluster();
+    try {
+      expect(cluster.endpoints).toHaveLength(3);
+      const [m1, m2] = cluster.members as [(typeof cluster.members)[0], (typeof cluster.members)[0]];
+      const peers = JSON.parse((await httpRequest(`${m2.urls[0]}/v1/status/peers`)).body) as string[];
+      expect(peers).toHaveLength(3);
+      await m1.stop();
+      // If m1 led, the others elect a new leader first: a write forwarded meanwhile fails (HTTP 500).
+      const deadline = performance.now() + 30_000;
+      let put = { status: 0, body: '' };
+      while (put.body.trim() !== 'true' && performance.now() < deadline) {
+        put = await httpRequest(`${m2.urls[0]}/v1/kv/while-down`, {
+          method: 'PUT',
+          body: 'yes',
+          timeoutMs: 15_000,
+        });
+        if (put.status >= 500) await new Promise((resolve) => setTimeout(resolve, 200));
+      }
+      expect(put.body.trim()).toBe('true');
+      await m1.start();
+      const got = await httpRequest(`${m1.urls[0]}/v1/kv/while-down?raw`, { timeoutMs: 15_000 });
+      expect(got.body).toBe('yes');
+    } finally {
+      await cluster.dispose();
     }
   });
 });
