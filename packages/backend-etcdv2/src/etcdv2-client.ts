@@ -51,6 +51,12 @@ export class EtcdV2Client {
   private readonly agent: http.Agent;
   private current = 0;
   private halted = false;
+  /**
+   * The cluster accepted this client's credentials once (an answer past
+   * etcd's auth check): a later 401 is a permission refused, not a wrong
+   * password.
+   */
+  private credentialsAccepted = false;
 
   constructor(private readonly settings: EtcdV2Settings) {
     const tls = settings.tls;
@@ -193,11 +199,12 @@ export class EtcdV2Client {
             parsed = { message: text.trim() };
           }
           const status = res.statusCode ?? 0;
+          const code = typeof parsed.errorCode === 'number' ? parsed.errorCode : undefined;
+          if (this.settings.authorization && passedAuth(status, code)) this.credentialsAccepted = true;
           if (status >= 200 && status < 300) {
             finish(undefined, { ...(parsed as object), index } as V2Answer);
             return;
           }
-          const code = typeof parsed.errorCode === 'number' ? parsed.errorCode : undefined;
           const errIndex =
             typeof parsed.index === 'number' ? parsed.index : Number.isFinite(index) ? index : undefined;
           const message = `${status} ${String(parsed.message ?? parsed.error ?? res.statusMessage ?? '')}${
@@ -207,11 +214,25 @@ export class EtcdV2Client {
             finish(new TransportError(`${host}: ${message}`, false));
             return;
           }
-          finish(new EtcdV2Error(status, code, message, errIndex));
+          const denied =
+            status === 401 && this.settings.authorization !== undefined && this.credentialsAccepted;
+          finish(new EtcdV2Error(status, code, message, errIndex, denied));
         });
       });
       if (body !== undefined) req.end(body);
       else req.end();
     });
   }
+}
+
+/**
+ * An answer that etcd only gives once its auth check passed: a success, or a
+ * store error (key errors 1xx but 110, raft 3xx, event 4xx). Request-parsing
+ * errors (2xx codes) come before the check, and code 110 is the check
+ * failing.
+ */
+function passedAuth(status: number, code: number | undefined): boolean {
+  if (status >= 200 && status < 300) return true;
+  if (code === undefined || code === 110) return false;
+  return code < 200 || code >= 300;
 }

@@ -3,6 +3,7 @@ import {
   InvalidArgumentError,
   parseStoreUrl,
   type ResolvedConfig,
+  redactUrl,
   type StoreConfig,
   tlsMaterial,
 } from '@kv/core';
@@ -30,7 +31,7 @@ export const DEFAULT_ENDPOINT = '127.0.0.1:2379';
 export function parseEtcdV2Url(url: string): StoreConfig {
   const secure = /^etcdv2s:\/\//i.test(url);
   if (!secure && !/^etcdv2:\/\//i.test(url)) {
-    throw new InvalidArgumentError(`not an etcdv2 URL: ${JSON.stringify(url)}`);
+    throw new InvalidArgumentError(`not an etcdv2 URL: ${JSON.stringify(redactUrl(url))}`);
   }
   // A bare `?tls` parses as the empty string: it means on.
   const normalised = url.replace(/([?&])tls(?=&|$)/i, '$1tls=true');

@@ -15,7 +15,7 @@ import {
 import { EtcdV2Client, type Params, type V2Answer, type V2Node } from './etcdv2-client.js';
 import { type EtcdV2Options, type EtcdV2Settings, settingsOf } from './etcdv2-config.js';
 import { EtcdV2Error, isCode, isPermanent, mapEtcdV2Error, V2 } from './etcdv2-errors.js';
-import { decodeValue, dirPath, encodeValue, keyOfLeaf, leafPath } from './etcdv2-layout.js';
+import { decodeValue, dirPath, encodeValue, keyOfLeaf, leafPath, treePath } from './etcdv2-layout.js';
 import { acquireV2Lock } from './etcdv2-lock.js';
 
 export const ETCDV2_CAPABILITIES: Capabilities = Object.freeze({
@@ -205,7 +205,7 @@ export class EtcdV2Store extends BaseStore {
     try {
       answer = await this.call(
         'GET',
-        dirPath(dir),
+        treePath(dir),
         { recursive: true, quorum: consistent || undefined },
         signal,
       );
@@ -230,7 +230,7 @@ export class EtcdV2Store extends BaseStore {
   protected async _deleteTree(dir: string, signal: AbortSignal): Promise<void> {
     for (const key of this.kept.keys()) if (key === dir || key.startsWith(`${dir}/`)) this.forget(key);
     try {
-      await this.call('DELETE', dirPath(dir), { recursive: true, dir: true }, signal);
+      await this.call('DELETE', treePath(dir), { recursive: true, dir: true }, signal);
     } catch (error) {
       if (!isCode(error, V2.keyNotFound)) throw error;
     }
@@ -388,7 +388,7 @@ export class EtcdV2Store extends BaseStore {
     dir: string,
     signal: AbortSignal,
   ): AsyncIterable<RawTreeUpdate> {
-    const path = dirPath(dir);
+    const path = treePath(dir);
     let next = 0;
     let failures = 0;
     let resync = true;

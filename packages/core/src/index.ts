@@ -55,6 +55,7 @@ export {
   parseOptionValue,
   parseQueryOptions,
   parseStoreUrl,
+  redactUrl,
   registerBackend,
   registeredBackends,
   resolveConfig,
