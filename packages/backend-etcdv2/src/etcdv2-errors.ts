@@ -75,6 +75,12 @@ export function mapEtcdV2Error(error: unknown, operation: string, key = ''): KVE
           options,
         );
     }
+    if (error.status === 400 && /HTTP request to an HTTPS server/i.test(error.message)) {
+      return new InvalidArgumentError(
+        `${text} (the server speaks TLS on this port: use etcdv2s:// or tls: true)`,
+        options,
+      );
+    }
     if (error.status === 401)
       return new AuthenticationError(`${text} (check username and password)`, options);
     if (error.status === 403) return new PermissionDeniedError(text, options);

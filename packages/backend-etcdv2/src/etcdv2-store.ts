@@ -4,6 +4,7 @@ import {
   backoff,
   type Capabilities,
   delay,
+  InvalidArgumentError,
   type KVError,
   type PrimitiveReadOptions,
   type PrimitiveWriteOptions,
@@ -12,7 +13,14 @@ import {
   type ResolvedConfig,
   stripPrefix,
 } from '@kv/core';
-import { EtcdV2Client, type Params, type V2Answer, type V2Node } from './etcdv2-client.js';
+import {
+  EtcdV2Client,
+  type Params,
+  speaksTls,
+  TransportError,
+  type V2Answer,
+  type V2Node,
+} from './etcdv2-client.js';
 import { type EtcdV2Options, type EtcdV2Settings, settingsOf } from './etcdv2-config.js';
 import { EtcdV2Error, isCode, isPermanent, mapEtcdV2Error, V2 } from './etcdv2-errors.js';
 import { decodeValue, dirPath, encodeValue, keyOfLeaf, leafPath, treePath } from './etcdv2-layout.js';
@@ -88,6 +96,13 @@ export class EtcdV2Store extends BaseStore {
         });
     } catch (error) {
       store.client.halt();
+      // A TLS-only etcd drops a plain HTTP request without an answer: say what to change.
+      if (!store.settings.tls && error instanceof TransportError && (await speaksTls(store.settings.hosts))) {
+        throw new InvalidArgumentError(
+          `etcdv2: connect failed: ${error.message} (the server speaks TLS on this port: use etcdv2s:// or tls: true)`,
+          { cause: error },
+        );
+      }
       throw mapEtcdV2Error(error, 'connect');
     }
     return store;
