@@ -1,7 +1,7 @@
 import * as http from 'node:http';
 import * as https from 'node:https';
 import { isIP } from 'node:net';
-import { checkServerIdentity, connect as tlsConnect, type PeerCertificate } from 'node:tls';
+import { checkServerIdentity, type PeerCertificate, connect as tlsConnect } from 'node:tls';
 import { ClosedError } from '@kv/core';
 import type { EtcdV2Settings } from './etcdv2-config.js';
 import { EtcdV2Error } from './etcdv2-errors.js';
