@@ -2,8 +2,8 @@ import type { KVPair, TreeEvent } from '@kv/core';
 import { Reader } from '@kv/core/conformance';
 import { serverFor, startFaultProxy } from '@kv/test-servers';
 import { describe, expect, it, vi } from 'vitest';
-import { type EtcdV2Store, openEtcdV2 } from '../src/index.js';
 import { EtcdV2Error } from '../src/etcdv2-errors.js';
+import { type EtcdV2Store, openEtcdV2 } from '../src/index.js';
 import { text } from './helpers.js';
 
 const etcd = await serverFor('etcd');
