@@ -50,6 +50,8 @@ interface KeptAlive {
   index: number;
   readonly ttl: number;
   timer: NodeJS.Timeout | undefined;
+  /** `performance.now()` ms by which the key expires unless renewed: the bound of a renewal attempt. */
+  expires: number;
 }
 
 /**
@@ -173,7 +175,7 @@ export class EtcdV2Store extends BaseStore {
       options.signal,
     );
     if (options.keepAlive && options.ttl !== undefined && answer.node)
-      this.keepAlive(key, answer.node.modifiedIndex, options.ttl);
+      this.keepAlive(key, answer.node, options.ttl);
   }
 
   protected async _delete(key: string, signal: AbortSignal): Promise<void> {
@@ -271,7 +273,7 @@ export class EtcdV2Store extends BaseStore {
       throw this.keyError(error, key, 'atomicPut');
     }
     const node = answer.node as V2Node;
-    if (options.keepAlive && options.ttl !== undefined) this.keepAlive(key, node.modifiedIndex, options.ttl);
+    if (options.keepAlive && options.ttl !== undefined) this.keepAlive(key, node, options.ttl);
     return this.pairOf(key, node);
   }
 
@@ -287,8 +289,13 @@ export class EtcdV2Store extends BaseStore {
 
   // ---- keep-alive keys ----
 
-  private keepAlive(key: string, index: number, ttl: number): void {
-    const entry: KeptAlive = { index, ttl, timer: undefined };
+  private keepAlive(key: string, written: V2Node, ttl: number): void {
+    const entry: KeptAlive = {
+      index: written.modifiedIndex,
+      ttl,
+      timer: undefined,
+      expires: performance.now() + ttl,
+    };
     this.kept.set(key, entry);
     const schedule = (ms: number) => {
       entry.timer = setTimeout(() => void renew(), ms);
@@ -296,27 +303,76 @@ export class EtcdV2Store extends BaseStore {
     };
     const renew = async () => {
       if (this.kept.get(key) !== entry || this.closed) return;
+      const sentAt = performance.now();
       try {
-        // prevIndex: renew only our own write; anyone's later write ends the keep-alive.
+        // prevIndex: renew only our own write; anyone's later write ends the keep-alive. A slow
+        // answer (a loaded server, bcrypt on every call under auth) still renews in time: an
+        // attempt may take until the key would expire.
         const answer = await this.call(
           'PUT',
           leafPath(key),
           { refresh: true, prevExist: true, prevIndex: entry.index, ttl: seconds(ttl) },
-          AbortSignal.any([this.closing, AbortSignal.timeout(Math.max(100, Math.floor(ttl / 3)))]),
+          AbortSignal.any([
+            this.closing,
+            AbortSignal.timeout(Math.max(100, Math.floor(entry.expires - sentAt))),
+          ]),
         );
         if (this.kept.get(key) !== entry) return;
         if (answer.node) entry.index = answer.node.modifiedIndex;
-        schedule(Math.max(100, Math.floor(ttl / 3)));
+        entry.expires = sentAt + ttl;
+        schedule(Math.max(100, Math.floor(ttl / 3) - (performance.now() - sentAt)));
       } catch (error) {
         if (this.kept.get(key) !== entry || this.closed) return;
+        if (isCode(error, V2.compareFailed)) {
+          // Perhaps an earlier attempt whose answer never came did land: then the key's later
+          // indexes are our own refreshes, and the keep-alive goes on from the last of them.
+          const own = await this.ownRefreshes(key, written, entry.index).catch(() => undefined);
+          if (own !== undefined && this.kept.get(key) === entry && !this.closed) {
+            entry.index = own;
+            schedule(0);
+            return;
+          }
+        }
         if (isCode(error, V2.keyNotFound) || isCode(error, V2.compareFailed)) {
-          this.kept.delete(key);
+          if (this.kept.get(key) === entry) this.kept.delete(key);
           return;
         }
         schedule(Math.max(50, Math.min(250, Math.floor(ttl / 10))));
       }
     };
     schedule(Math.max(100, Math.floor(ttl / 3)));
+  }
+
+  /**
+   * The key's modifiedIndex if every change of it after `index` was a
+   * refresh (of the write `written`), else `undefined` (rewritten, deleted,
+   * or it cannot tell: the keep-alive ends). A refresh keeps the value and
+   * createdIndex and leaves no event in v2's history; any other change
+   * leaves one, which a wait from `index + 1` returns at once.
+   */
+  private async ownRefreshes(key: string, written: V2Node, index: number): Promise<number | undefined> {
+    const signal = AbortSignal.any([this.closing, AbortSignal.timeout(this.readAttempt)]);
+    const current = (await this.call('GET', leafPath(key), { quorum: true }, signal)).node;
+    if (!current || current.createdIndex !== written.createdIndex || current.value !== written.value) {
+      return undefined;
+    }
+    // An event in (index, current] comes back at once; none within a second means there is none.
+    const quiet = AbortSignal.timeout(Math.min(1_000, this.readAttempt));
+    try {
+      const event = await this.client.keys(
+        'GET',
+        leafPath(key),
+        { wait: true, waitIndex: index + 1 },
+        AbortSignal.any([signal, quiet]),
+        this.readAttempt,
+      );
+      return event.node && event.node.modifiedIndex > current.modifiedIndex
+        ? current.modifiedIndex
+        : undefined;
+    } catch (error) {
+      if (quiet.aborted && !signal.aborted) return current.modifiedIndex;
+      throw error;
+    }
   }
 
   private forget(key: string): void {
