@@ -98,8 +98,13 @@ export class EtcdV2Store extends BaseStore {
         });
     } catch (error) {
       store.client.halt();
-      // A TLS-only etcd drops a plain HTTP request without an answer: say what to change.
-      if (!store.settings.tls && error instanceof TransportError && (await speaksTls(store.settings.hosts))) {
+      // A TLS-only etcd hangs up on a plain HTTP request without an answer: say what to change.
+      if (
+        !store.settings.tls &&
+        error instanceof TransportError &&
+        (error.cause as { code?: string } | undefined)?.code === 'ECONNRESET' &&
+        (await speaksTls(store.settings.hosts))
+      ) {
         throw new InvalidArgumentError(
           `etcdv2: connect failed: ${error.message} (the server speaks TLS on this port: use etcdv2s:// or tls: true)`,
           { cause: error },
@@ -110,7 +115,9 @@ export class EtcdV2Store extends BaseStore {
     return store;
   }
 
+  /** A read that timed out goes to the next endpoint: with several, each attempt gets half the budget. */
   private get readAttempt(): number {
+    if (this.settings.hosts.length < 2) return this.writeAttempt;
     return Math.max(100, Math.floor(this.requestTimeout / 2));
   }
 
