@@ -1,5 +1,7 @@
 import * as http from 'node:http';
 import * as https from 'node:https';
+import { isIP } from 'node:net';
+import { checkServerIdentity, type PeerCertificate, connect as tlsConnect } from 'node:tls';
 import { ClosedError } from '@kv/core';
 import type { EtcdV2Settings } from './etcdv2-config.js';
 import { EtcdV2Error } from './etcdv2-errors.js';
@@ -51,6 +53,12 @@ export class EtcdV2Client {
   private readonly agent: http.Agent;
   private current = 0;
   private halted = false;
+  /**
+   * The cluster accepted this client's credentials once (an answer past
+   * etcd's auth check): a later 401 is a permission refused, not a wrong
+   * password.
+   */
+  private credentialsAccepted = false;
 
   constructor(private readonly settings: EtcdV2Settings) {
     const tls = settings.tls;
@@ -60,7 +68,15 @@ export class EtcdV2Client {
           ...(tls.ca ? { ca: tls.ca } : {}),
           ...(tls.cert ? { cert: tls.cert } : {}),
           ...(tls.key ? { key: tls.key } : {}),
-          ...(tls.servername ? { servername: tls.servername } : {}),
+          // An IP as the TLS server name is not allowed (Node warns, DEP0123): check the certificate
+          // against it instead, and send no SNI.
+          ...(tls.servername && isIP(tls.servername) === 0 ? { servername: tls.servername } : {}),
+          ...(tls.servername && isIP(tls.servername) !== 0
+            ? {
+                checkServerIdentity: (_: string, cert: PeerCertificate) =>
+                  checkServerIdentity(tls.servername as string, cert),
+              }
+            : {}),
           rejectUnauthorized: tls.rejectUnauthorized,
         })
       : new http.Agent({ keepAlive: true });
@@ -168,14 +184,14 @@ export class EtcdV2Client {
           sent = true;
         };
         // Listeners only on a socket still connecting: a reused keep-alive socket is connected
-        // already, and adding listeners to it on every request would pile them up.
+        // already, and adding listeners to it on every request would pile them up. Over TLS nothing
+        // is sent before the handshake is done.
         if ((socket as { connecting?: boolean }).connecting) {
-          socket.once('connect', connected);
-          socket.once('secureConnect', connected);
+          socket.once(lib === https ? 'secureConnect' : 'connect', connected);
         } else connected();
       });
       req.on('error', (error) =>
-        finish(new TransportError(`${host}: ${error.message}`, !sent, { cause: error })),
+        finish(new TransportError(`${host}: ${error.message}${tlsHint(error)}`, !sent, { cause: error })),
       );
       req.on('response', (res) => {
         const chunks: Buffer[] = [];
@@ -193,11 +209,12 @@ export class EtcdV2Client {
             parsed = { message: text.trim() };
           }
           const status = res.statusCode ?? 0;
+          const code = typeof parsed.errorCode === 'number' ? parsed.errorCode : undefined;
+          if (this.settings.authorization && passedAuth(status, code)) this.credentialsAccepted = true;
           if (status >= 200 && status < 300) {
             finish(undefined, { ...(parsed as object), index } as V2Answer);
             return;
           }
-          const code = typeof parsed.errorCode === 'number' ? parsed.errorCode : undefined;
           const errIndex =
             typeof parsed.index === 'number' ? parsed.index : Number.isFinite(index) ? index : undefined;
           const message = `${status} ${String(parsed.message ?? parsed.error ?? res.statusMessage ?? '')}${
@@ -207,11 +224,69 @@ export class EtcdV2Client {
             finish(new TransportError(`${host}: ${message}`, false));
             return;
           }
-          finish(new EtcdV2Error(status, code, message, errIndex));
+          const denied =
+            status === 401 && this.settings.authorization !== undefined && this.credentialsAccepted;
+          finish(new EtcdV2Error(status, code, message, errIndex, denied));
         });
       });
       if (body !== undefined) req.end(body);
       else req.end();
     });
   }
+}
+
+/**
+ * An answer that etcd only gives once its auth check passed: a success, or a
+ * store error (key errors 1xx but 110, raft 3xx, event 4xx). Request-parsing
+ * errors (2xx codes) come before the check, and code 110 is the check
+ * failing.
+ */
+function passedAuth(status: number, code: number | undefined): boolean {
+  if (status >= 200 && status < 300) return true;
+  if (code === undefined || code === 110) return false;
+  return code < 200 || code >= 300;
+}
+
+/** What to change, for the TLS errors a wrong setting causes. */
+function tlsHint(error: Error & { code?: string }): string {
+  const code = error.code ?? '';
+  if (/CERT|SELF_SIGNED|UNABLE_TO_VERIFY|UNABLE_TO_GET_ISSUER/.test(code)) {
+    return " (the server's certificate is not trusted: give the CA that signed it as tls.ca or caFile, or the name it carries as tls.servername)";
+  }
+  if (code === 'EPROTO' || /wrong version number|packet length too long/i.test(error.message)) {
+    return ' (no TLS server answered: is this a plain http port? Then use etcdv2:// without tls)';
+  }
+  if (/before secure TLS connection was established/i.test(error.message)) {
+    return ' (the server closed the connection during the TLS handshake: is this a plain http port? Then use etcdv2:// without tls. Or does it want a client certificate: tls.cert and tls.key?)';
+  }
+  return '';
+}
+
+/**
+ * Whether the first of `hosts` (`http://host:port`) answers a TLS handshake
+ * (1 s at most): to tell a user who sent plain HTTP to a TLS port, which
+ * etcd drops without an answer.
+ */
+export function speaksTls(hosts: readonly string[]): Promise<boolean> {
+  const first = hosts[0];
+  if (!first) return Promise.resolve(false);
+  const url = new URL(first);
+  return new Promise<boolean>((resolve) => {
+    const socket = tlsConnect({
+      host: url.hostname.replace(/^\[|\]$/g, ''),
+      port: Number(url.port),
+      rejectUnauthorized: false,
+    });
+    const done = (tls: boolean) => {
+      clearTimeout(timer);
+      socket.destroy();
+      resolve(tls);
+    };
+    const timer = setTimeout(() => done(false), 1_000);
+    socket.once('secureConnect', () => done(true));
+    // A TLS alert (a client certificate asked for, say) is a TLS server too.
+    socket.once('error', (error: Error & { code?: string }) =>
+      done(/^ERR_SSL_/.test(error.code ?? '') && !/WRONG_VERSION_NUMBER/.test(error.code ?? '')),
+    );
+  });
 }

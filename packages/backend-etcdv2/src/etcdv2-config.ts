@@ -3,12 +3,19 @@ import {
   InvalidArgumentError,
   parseStoreUrl,
   type ResolvedConfig,
+  redactUrl,
   type StoreConfig,
   tlsMaterial,
 } from '@kv/core';
 
 /** Options of the etcd v2 backend, beyond the common ones. */
 export interface EtcdV2Options {
+  /** Path of a PEM CA file, read when the store opens (the same as `tls.ca`; handy in URLs). */
+  caFile?: string;
+  /** Path of a PEM client certificate (the same as `tls.cert`). */
+  certFile?: string;
+  /** Path of the PEM private key of `certFile` (the same as `tls.key`). */
+  keyFile?: string;
   /**
    * ms a watch's long poll (`wait=true`) waits for an event before it is
    * re-issued from the same index. Default 20 000.
@@ -23,14 +30,14 @@ declare module '@kv/core' {
   }
 }
 
-export const ETCDV2_OPTIONS = ['pollTimeout'] as const;
+export const ETCDV2_OPTIONS = ['caFile', 'certFile', 'keyFile', 'pollTimeout'] as const;
 export const DEFAULT_ENDPOINT = '127.0.0.1:2379';
 
 /** `etcdv2s://` is `etcdv2://` with TLS on; `?tls` (or `?tls=true`) does the same for `etcdv2://`. */
 export function parseEtcdV2Url(url: string): StoreConfig {
   const secure = /^etcdv2s:\/\//i.test(url);
   if (!secure && !/^etcdv2:\/\//i.test(url)) {
-    throw new InvalidArgumentError(`not an etcdv2 URL: ${JSON.stringify(url)}`);
+    throw new InvalidArgumentError(`not an etcdv2 URL: ${JSON.stringify(redactUrl(url))}`);
   }
   // A bare `?tls` parses as the empty string: it means on.
   const normalised = url.replace(/([?&])tls(?=&|$)/i, '$1tls=true');
@@ -61,7 +68,14 @@ export interface EtcdV2Settings {
 
 /** Validates a resolved config. */
 export function settingsOf(config: ResolvedConfig & EtcdV2Options & CommonConfig): EtcdV2Settings {
-  const { option: tlsOption, ca, cert, key, servername, rejectUnauthorized } = tlsMaterial(config.tls);
+  const {
+    option: tlsOption,
+    ca,
+    cert,
+    key,
+    servername,
+    rejectUnauthorized,
+  } = tlsMaterial(config.tls, config as unknown as Record<string, unknown>);
   const endpoints = config.endpoints && config.endpoints.length > 0 ? config.endpoints : [DEFAULT_ENDPOINT];
   const explicitTls = endpoints.some((e) => /^https:\/\//i.test(e));
   const explicitPlain = endpoints.some((e) => /^http:\/\//i.test(e));
@@ -70,7 +84,11 @@ export function settingsOf(config: ResolvedConfig & EtcdV2Options & CommonConfig
       'endpoints mix http:// and https://: use one scheme for the whole cluster',
     );
   }
-  const tlsOn = tlsOption === true || typeof tlsOption === 'object' || explicitTls;
+  const tlsOn =
+    tlsOption === true ||
+    typeof tlsOption === 'object' ||
+    explicitTls ||
+    (tlsOption === undefined && (ca !== undefined || cert !== undefined));
   if (tlsOption === false && explicitTls) {
     throw new InvalidArgumentError('tls is false but https endpoints were given');
   }

@@ -31,6 +31,12 @@ export class EtcdV2Error extends Error {
     readonly errorCode: number | undefined,
     message: string,
     readonly index: number | undefined,
+    /**
+     * For a 401: the same credentials were accepted by the cluster before, so
+     * this is a refused permission, not a wrong password (etcd's v2 API
+     * answers both with 401 and error code 110).
+     */
+    readonly denied = false,
   ) {
     super(message);
     this.name = 'EtcdV2Error';
@@ -56,13 +62,24 @@ export function mapEtcdV2Error(error: unknown, operation: string, key = ''): KVE
       case V2.compareFailed:
         return new KeyModifiedError(key, options);
       case V2.unauthorized:
-        return new AuthenticationError(text, options);
+        return error.denied
+          ? new PermissionDeniedError(`${text} (the user's roles do not allow this here)`, options)
+          : new AuthenticationError(
+              `${text} (a wrong username or password, or no credentials; etcd's v2 API answers 401 too when the user's roles do not allow this path)`,
+              options,
+            );
       case V2.notFile:
       case V2.notDir:
         return new InvalidArgumentError(
           `${text} (a node there is not laid out as this backend stores keys: written by another v2 client?)`,
           options,
         );
+    }
+    if (error.status === 400 && /HTTP request to an HTTPS server/i.test(error.message)) {
+      return new InvalidArgumentError(
+        `${text} (the server speaks TLS on this port: use etcdv2s:// or tls: true)`,
+        options,
+      );
     }
     if (error.status === 401)
       return new AuthenticationError(`${text} (check username and password)`, options);

@@ -22,6 +22,15 @@ export function dirPath(fullKey: string): string {
   return `/${fullKey.split('/').map(encodeSegment).join('/')}`;
 }
 
+/**
+ * The URL path of a directory for recursive calls (list, deleteTree,
+ * watchTree): `/a/b/`. The trailing slash matters under v2 auth: a role's
+ * `/a/b/*` grants recursive access to `/a/b/` but not to `/a/b`.
+ */
+export function treePath(fullKey: string): string {
+  return fullKey === '' ? '/' : `${dirPath(fullKey)}/`;
+}
+
 export function leafPath(fullKey: string): string {
   return `${dirPath(fullKey).replace(/\/$/, '')}/${encodeURIComponent(VALUE_LEAF)}`;
 }

@@ -4,6 +4,7 @@ import {
   backoff,
   type Capabilities,
   delay,
+  InvalidArgumentError,
   type KVError,
   type PrimitiveReadOptions,
   type PrimitiveWriteOptions,
@@ -12,10 +13,17 @@ import {
   type ResolvedConfig,
   stripPrefix,
 } from '@kv/core';
-import { EtcdV2Client, type Params, type V2Answer, type V2Node } from './etcdv2-client.js';
+import {
+  EtcdV2Client,
+  type Params,
+  speaksTls,
+  TransportError,
+  type V2Answer,
+  type V2Node,
+} from './etcdv2-client.js';
 import { type EtcdV2Options, type EtcdV2Settings, settingsOf } from './etcdv2-config.js';
 import { EtcdV2Error, isCode, isPermanent, mapEtcdV2Error, V2 } from './etcdv2-errors.js';
-import { decodeValue, dirPath, encodeValue, keyOfLeaf, leafPath } from './etcdv2-layout.js';
+import { decodeValue, dirPath, encodeValue, keyOfLeaf, leafPath, treePath } from './etcdv2-layout.js';
 import { acquireV2Lock } from './etcdv2-lock.js';
 
 export const ETCDV2_CAPABILITIES: Capabilities = Object.freeze({
@@ -42,6 +50,8 @@ interface KeptAlive {
   index: number;
   readonly ttl: number;
   timer: NodeJS.Timeout | undefined;
+  /** `performance.now()` ms by which the key expires unless renewed: the bound of a renewal attempt. */
+  expires: number;
 }
 
 /**
@@ -88,12 +98,26 @@ export class EtcdV2Store extends BaseStore {
         });
     } catch (error) {
       store.client.halt();
+      // A TLS-only etcd hangs up on a plain HTTP request without an answer: say what to change.
+      if (
+        !store.settings.tls &&
+        error instanceof TransportError &&
+        (error.cause as { code?: string } | undefined)?.code === 'ECONNRESET' &&
+        (await speaksTls(store.settings.hosts))
+      ) {
+        throw new InvalidArgumentError(
+          `etcdv2: connect failed: ${error.message} (the server speaks TLS on this port: use etcdv2s:// or tls: true)`,
+          { cause: error },
+        );
+      }
       throw mapEtcdV2Error(error, 'connect');
     }
     return store;
   }
 
+  /** A read that timed out goes to the next endpoint: with several, each attempt gets half the budget. */
   private get readAttempt(): number {
+    if (this.settings.hosts.length < 2) return this.writeAttempt;
     return Math.max(100, Math.floor(this.requestTimeout / 2));
   }
 
@@ -158,7 +182,7 @@ export class EtcdV2Store extends BaseStore {
       options.signal,
     );
     if (options.keepAlive && options.ttl !== undefined && answer.node)
-      this.keepAlive(key, answer.node.modifiedIndex, options.ttl);
+      this.keepAlive(key, answer.node, options.ttl);
   }
 
   protected async _delete(key: string, signal: AbortSignal): Promise<void> {
@@ -205,7 +229,7 @@ export class EtcdV2Store extends BaseStore {
     try {
       answer = await this.call(
         'GET',
-        dirPath(dir),
+        treePath(dir),
         { recursive: true, quorum: consistent || undefined },
         signal,
       );
@@ -230,7 +254,7 @@ export class EtcdV2Store extends BaseStore {
   protected async _deleteTree(dir: string, signal: AbortSignal): Promise<void> {
     for (const key of this.kept.keys()) if (key === dir || key.startsWith(`${dir}/`)) this.forget(key);
     try {
-      await this.call('DELETE', dirPath(dir), { recursive: true, dir: true }, signal);
+      await this.call('DELETE', treePath(dir), { recursive: true, dir: true }, signal);
     } catch (error) {
       if (!isCode(error, V2.keyNotFound)) throw error;
     }
@@ -256,7 +280,7 @@ export class EtcdV2Store extends BaseStore {
       throw this.keyError(error, key, 'atomicPut');
     }
     const node = answer.node as V2Node;
-    if (options.keepAlive && options.ttl !== undefined) this.keepAlive(key, node.modifiedIndex, options.ttl);
+    if (options.keepAlive && options.ttl !== undefined) this.keepAlive(key, node, options.ttl);
     return this.pairOf(key, node);
   }
 
@@ -272,8 +296,13 @@ export class EtcdV2Store extends BaseStore {
 
   // ---- keep-alive keys ----
 
-  private keepAlive(key: string, index: number, ttl: number): void {
-    const entry: KeptAlive = { index, ttl, timer: undefined };
+  private keepAlive(key: string, written: V2Node, ttl: number): void {
+    const entry: KeptAlive = {
+      index: written.modifiedIndex,
+      ttl,
+      timer: undefined,
+      expires: performance.now() + ttl,
+    };
     this.kept.set(key, entry);
     const schedule = (ms: number) => {
       entry.timer = setTimeout(() => void renew(), ms);
@@ -281,27 +310,76 @@ export class EtcdV2Store extends BaseStore {
     };
     const renew = async () => {
       if (this.kept.get(key) !== entry || this.closed) return;
+      const sentAt = performance.now();
       try {
-        // prevIndex: renew only our own write; anyone's later write ends the keep-alive.
+        // prevIndex: renew only our own write; anyone's later write ends the keep-alive. A slow
+        // answer (a loaded server, bcrypt on every call under auth) still renews in time: an
+        // attempt may take until the key would expire.
         const answer = await this.call(
           'PUT',
           leafPath(key),
           { refresh: true, prevExist: true, prevIndex: entry.index, ttl: seconds(ttl) },
-          AbortSignal.any([this.closing, AbortSignal.timeout(Math.max(100, Math.floor(ttl / 3)))]),
+          AbortSignal.any([
+            this.closing,
+            AbortSignal.timeout(Math.max(100, Math.floor(entry.expires - sentAt))),
+          ]),
         );
         if (this.kept.get(key) !== entry) return;
         if (answer.node) entry.index = answer.node.modifiedIndex;
-        schedule(Math.max(100, Math.floor(ttl / 3)));
+        entry.expires = sentAt + ttl;
+        schedule(Math.max(100, Math.floor(ttl / 3) - (performance.now() - sentAt)));
       } catch (error) {
         if (this.kept.get(key) !== entry || this.closed) return;
+        if (isCode(error, V2.compareFailed)) {
+          // Perhaps an earlier attempt whose answer never came did land: then the key's later
+          // indexes are our own refreshes, and the keep-alive goes on from the last of them.
+          const own = await this.ownRefreshes(key, written, entry.index).catch(() => undefined);
+          if (own !== undefined && this.kept.get(key) === entry && !this.closed) {
+            entry.index = own;
+            schedule(0);
+            return;
+          }
+        }
         if (isCode(error, V2.keyNotFound) || isCode(error, V2.compareFailed)) {
-          this.kept.delete(key);
+          if (this.kept.get(key) === entry) this.kept.delete(key);
           return;
         }
         schedule(Math.max(50, Math.min(250, Math.floor(ttl / 10))));
       }
     };
     schedule(Math.max(100, Math.floor(ttl / 3)));
+  }
+
+  /**
+   * The key's modifiedIndex if every change of it after `index` was a
+   * refresh (of the write `written`), else `undefined` (rewritten, deleted,
+   * or it cannot tell: the keep-alive ends). A refresh keeps the value and
+   * createdIndex and leaves no event in v2's history; any other change
+   * leaves one, which a wait from `index + 1` returns at once.
+   */
+  private async ownRefreshes(key: string, written: V2Node, index: number): Promise<number | undefined> {
+    const signal = AbortSignal.any([this.closing, AbortSignal.timeout(this.readAttempt)]);
+    const current = (await this.call('GET', leafPath(key), { quorum: true }, signal)).node;
+    if (!current || current.createdIndex !== written.createdIndex || current.value !== written.value) {
+      return undefined;
+    }
+    // An event in (index, current] comes back at once; none within a second means there is none.
+    const quiet = AbortSignal.timeout(Math.min(1_000, this.readAttempt));
+    try {
+      const event = await this.client.keys(
+        'GET',
+        leafPath(key),
+        { wait: true, waitIndex: index + 1 },
+        AbortSignal.any([signal, quiet]),
+        this.readAttempt,
+      );
+      return event.node && event.node.modifiedIndex > current.modifiedIndex
+        ? current.modifiedIndex
+        : undefined;
+    } catch (error) {
+      if (quiet.aborted && !signal.aborted) return current.modifiedIndex;
+      throw error;
+    }
   }
 
   private forget(key: string): void {
@@ -388,7 +466,7 @@ export class EtcdV2Store extends BaseStore {
     dir: string,
     signal: AbortSignal,
   ): AsyncIterable<RawTreeUpdate> {
-    const path = dirPath(dir);
+    const path = treePath(dir);
     let next = 0;
     let failures = 0;
     let resync = true;

@@ -3,6 +3,7 @@ import {
   createStore,
   InvalidArgumentError,
   type ResolvedConfig,
+  redactUrl,
   registerBackend,
 } from '@kv/core';
 import { ETCDV2_OPTIONS, type EtcdV2Options, parseEtcdV2Url } from './etcdv2-config.js';
@@ -33,7 +34,7 @@ registerBackend({
 export async function openEtcdV2(config: string | (CommonConfig & EtcdV2Options)): Promise<EtcdV2Store> {
   if (typeof config === 'string' && !/^etcdv2s?:\/\//i.test(config)) {
     throw new InvalidArgumentError(
-      `openEtcdV2 needs an etcdv2:// or etcdv2s:// URL, got ${JSON.stringify(config)}`,
+      `openEtcdV2 needs an etcdv2:// or etcdv2s:// URL, got ${JSON.stringify(redactUrl(config))}`,
     );
   }
   return (await createStore(

@@ -66,6 +66,7 @@ export {
   parseOptionValue,
   parseQueryOptions,
   parseStoreUrl,
+  redactUrl,
   registerBackend,
   registeredBackends,
   resolveConfig,

@@ -178,6 +178,11 @@ const COMMON: ReadonlySet<string> = new Set<keyof CommonConfig | 'backend'>([
 
 const DEFAULT_TIMEOUT = 5_000;
 
+/** `url` with the password of its userinfo (`scheme://user:password@...`) masked, for messages. */
+export function redactUrl(url: string): string {
+  return url.replace(/^([a-z][a-z0-9+.-]*:\/\/[^@/?#:]*:)[^@/?#]*@/i, '$1***@');
+}
+
 /**
  * Parses a store URL the generic way: the scheme names the backend, hosts
  * are a comma list, the path is the prefix, query parameters are options
@@ -187,7 +192,7 @@ export function parseStoreUrl(url: string): StoreConfig {
   const match = /^([a-z][a-z0-9+.-]*):\/\/(?:([^@/?#]*)@)?([^/?#]*)([^?#]*)(?:\?([^#]*))?$/i.exec(url);
   if (!match) {
     throw new InvalidArgumentError(
-      `not a store URL: ${JSON.stringify(url)} (expected scheme://host:port[,host:port]/prefix?option=value)`,
+      `not a store URL: ${JSON.stringify(redactUrl(url))} (expected scheme://host:port[,host:port]/prefix?option=value)`,
     );
   }
   const [, scheme, userinfo, hosts, path, query] = match;

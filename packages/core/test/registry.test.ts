@@ -6,6 +6,7 @@ import {
   KVError,
   parseOptionValue,
   parseStoreUrl,
+  redactUrl,
   registerBackend,
   registeredBackends,
   resolveConfig,
@@ -61,6 +62,15 @@ describe('parseStoreUrl', () => {
     for (const url of ['', 'etcd', 'etcd:/x', '://h', 'etcd://h/p#frag']) {
       expect(() => parseStoreUrl(url), url).toThrow(InvalidArgumentError);
     }
+  });
+
+  it('never echoes a password in its message', () => {
+    const url = 'etcdv2://alice:s3cr%2Ft@127.0.0.1:2379/app#frag';
+    expect(() => parseStoreUrl(url)).toThrow(InvalidArgumentError);
+    expect(() => parseStoreUrl(url)).toThrow(/alice:\*\*\*@127/);
+    expect(() => parseStoreUrl(url)).not.toThrow(/s3cr/);
+    expect(redactUrl('redis://:pw@h:1/0')).toBe('redis://:***@h:1/0');
+    expect(redactUrl('redis://user@h:1/0')).toBe('redis://user@h:1/0');
   });
 
   it('rejects bad percent-encoding with InvalidArgumentError, not a URIError', () => {

@@ -414,13 +414,19 @@ const FENCED_RUN_MS = 10_000;
 
 const LIN_KEYS = ['a', 'b', 'c'];
 
-/** One client of the linearizability workload: random calls on `LIN_KEYS` until `until`, recorded in `history`. */
+/**
+ * One client of the linearizability workload: random calls on `LIN_KEYS`
+ * until `until`, recorded in `history`. Reads are `consistent: true` where
+ * the backend declares `consistentRead`: the contract lets plain reads be
+ * stale (an etcd v2 member cut off from the others answers from its copy).
+ */
 export async function runClient(
   store: Store,
   client: number,
   until: number,
   history: KVOperation[],
 ): Promise<void> {
+  const readOptions = store.capabilities.consistentRead ? { consistent: true } : undefined;
   const pairs = new Map<string, KVPair | null>();
   let n = 0;
   // Paced so the operations spread over the whole run, through the nemesis's partitions.
@@ -437,7 +443,7 @@ export async function runClient(
       input = { f: 'get' };
       run = async () => {
         try {
-          const pair = await store.get(key);
+          const pair = await store.get(key, readOptions);
           pairs.set(key, pair);
           return text(pair.value);
         } catch (error) {

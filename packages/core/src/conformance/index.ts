@@ -45,6 +45,8 @@ export {
   checkTreeEvent,
   type FaultHooks,
   type PartitionableStore,
+  Reader,
+  within,
 } from './harness.js';
 export type { ProcessOptions } from './recipe-process-cases.js';
 export {
