@@ -76,7 +76,6 @@ export async function acquireZkLock(
     for (;;) {
       if (signal.aborted) throw signal.reason;
       if (!mine || host.waiters.generation !== mineGeneration) {
-        mineGeneration = host.waiters.generation;
         mine = await host.createNode(
           host.waiters,
           `${dir}/${WAITER}`,
@@ -84,6 +83,8 @@ export async function acquireZkLock(
           EPHEMERAL_SEQUENTIAL,
           signal,
         );
+        // After the create: a create refused by an expired session is issued again in the next one.
+        mineGeneration = host.waiters.generation;
       }
       const name = mine.slice(mine.lastIndexOf('/') + 1);
       let names: string[];
@@ -139,7 +140,6 @@ async function take(
 ): Promise<AcquiredLock | null> {
   const { signal } = request;
   const session = es.session;
-  const generation = session.generation;
   const sentAt = monotonicNow();
   try {
     await host.createNode(session, holderPath, new Uint8Array(0), EPHEMERAL, signal);
@@ -147,6 +147,9 @@ async function take(
     if (isRc(error, ZK.NODEEXISTS)) return null;
     throw error;
   }
+  // The generation the node was made in (a create refused by an expired session is issued again in
+  // the next one): the holder node must belong to the session we hold now.
+  const generation = session.generation;
   const stat = await session.exists(signal, holderPath);
   if (!stat || stat.ephemeralOwner !== session.sessionId || session.generation !== generation) {
     return null;
