@@ -119,13 +119,32 @@ export function clusterFaultHooks<S>(
           openOn: (i: number, prefix: string) => open([...member(i).endpoints], prefix),
           isolate: (i: number) => net.isolate(i),
           partitionClients: (i: number) => net.cut('clients', i),
-          healAll: () => net.healAll(),
+          healAll: async () => {
+            await net.healAll();
+            // A ZooKeeper member that was cut off serves no client until it has synced with the
+            // leader again: healed means every member serves.
+            if (cluster.kind === 'zookeeper') await allServing(cluster);
+          },
         }
       : {}),
     ...(cluster.kind === 'etcd' || cluster.kind === 'zookeeper'
       ? { leader: () => agreedLeader(cluster) }
       : {}),
   };
+}
+
+/** Waits (bounded) until every ZooKeeper member serves clients and exactly one leads. */
+async function allServing(cluster: ClusterHandle): Promise<void> {
+  const deadline = performance.now() + 30_000;
+  for (;;) {
+    const modes = await Promise.all(
+      cluster.members.map((m) => zkMode(m.endpoints[0] as string).catch(() => undefined)),
+    );
+    if (modes.every((m) => m !== undefined) && modes.filter((m) => m === 'leader').length === 1) return;
+    if (performance.now() > deadline)
+      throw new Error(`${cluster.name}: not every member serves 30 s after the heal`);
+    await new Promise((resolve) => setTimeout(resolve, 100));
+  }
 }
 
 /** Who each member says leads: its own index when it leads, else the leader's index; undefined when it does not know. */
