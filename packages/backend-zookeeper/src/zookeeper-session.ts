@@ -390,8 +390,18 @@ export class ZkSession extends EventEmitter {
     );
   }
 
-  create(signal: AbortSignal, path: string, data: Uint8Array, flags: number): Promise<string> {
-    return this.call(signal, 'create', path, (c, done) => c.a_create(path, toBuffer(data), flags, done));
+  /**
+   * Creates a node. With `auth`, the node is then restricted to the
+   * authenticated identity (ACL `auth::cdrwa`, ZooKeeper's CREATOR_ALL_ACL):
+   * the client binding creates every node with the open ACL, so this takes a
+   * second call, and until it is answered the new node is open to anyone.
+   */
+  async create(signal: AbortSignal, path: string, data: Uint8Array, flags: number): Promise<string> {
+    const created = await this.call<string>(signal, 'create', path, (c, done) =>
+      c.a_create(path, toBuffer(data), flags, done),
+    );
+    if (this.options.auth) await this.setAcl(signal, created, CREATOR_ALL_ACL);
+    return created;
   }
 
   set(signal: AbortSignal, path: string, data: Uint8Array, version: number): Promise<NativeStat> {
@@ -424,6 +434,8 @@ export class ZkSession extends EventEmitter {
 }
 
 export const NO_NODE = -101;
+/** Every permission (read, write, create, delete, admin) for the identities the session authenticated as. */
+const CREATOR_ALL_ACL = [{ perms: 31, scheme: 'auth', auth: '' }];
 const SESSION_EXPIRED_RC = -112;
 const CLOSING_RC = -116;
 
