@@ -40,33 +40,36 @@ async function expectRefused(prefix: string, credentials?: string): Promise<void
   await expect(store.list('')).rejects.toSatisfy((e: unknown) => PermissionDeniedError.isInstance(e));
 }
 
-describe.skipIf(!zookeeper.available)(`zookeeper ACLs (${zookeeper.reason ?? 'server found'})`, () => {
-  const root = `acl${Date.now().toString(36)}`;
+describe.skipIf(!zookeeper.available)(
+  `zookeeper ACLs (${zookeeper.available ? 'server found' : zookeeper.reason})`,
+  () => {
+    const root = `acl${Date.now().toString(36)}`;
 
-  it('nodes made with digest credentials are the identity’s only: another client gets PermissionDeniedError', async () => {
-    const alice = await open(`${root}/a`, 'alice:secret');
-    await alice.put('k', 'mine');
-    await alice.put('dir/deep/x', 'nested');
-    expect(new TextDecoder().decode((await alice.get('k')).value)).toBe('mine');
-    // No credentials, and the right name with a wrong password (ZooKeeper's digest scheme accepts any
-    // credentials at connect: only the ACL checks tell, so that too is PermissionDeniedError).
-    await expectRefused(`${root}/a`);
-    await expectRefused(`${root}/a`, 'alice:wrong');
-    // A second store with the same identity reads and writes (the ACL names the identity, not a session).
-    const again = await open(`${root}/a`, 'alice:secret');
-    expect(new TextDecoder().decode((await again.get('dir/deep/x')).value)).toBe('nested');
-    await again.put('k', 'still mine');
-    // Locks and keepAlive keys, made in sessions of their own, carry the identity's ACL too.
-    const lock = alice.newLock('l', { ttl: 2_000 });
-    await lock.lock();
-    await alice.put('live', 'x', { ttl: 2_000, keepAlive: true });
-    await expectRefused(`${root}/a`);
-    await lock.unlock();
-  });
+    it('nodes made with digest credentials are the identity’s only: another client gets PermissionDeniedError', async () => {
+      const alice = await open(`${root}/a`, 'alice:secret');
+      await alice.put('k', 'mine');
+      await alice.put('dir/deep/x', 'nested');
+      expect(new TextDecoder().decode((await alice.get('k')).value)).toBe('mine');
+      // No credentials, and the right name with a wrong password (ZooKeeper's digest scheme accepts any
+      // credentials at connect: only the ACL checks tell, so that too is PermissionDeniedError).
+      await expectRefused(`${root}/a`);
+      await expectRefused(`${root}/a`, 'alice:wrong');
+      // A second store with the same identity reads and writes (the ACL names the identity, not a session).
+      const again = await open(`${root}/a`, 'alice:secret');
+      expect(new TextDecoder().decode((await again.get('dir/deep/x')).value)).toBe('nested');
+      await again.put('k', 'still mine');
+      // Locks and keepAlive keys, made in sessions of their own, carry the identity's ACL too.
+      const lock = alice.newLock('l', { ttl: 2_000 });
+      await lock.lock();
+      await alice.put('live', 'x', { ttl: 2_000, keepAlive: true });
+      await expectRefused(`${root}/a`);
+      await lock.unlock();
+    });
 
-  it('a store without credentials still works on its own nodes', async () => {
-    const open_ = await open(`${root}-open`);
-    await open_.put('k', 'v');
-    expect(new TextDecoder().decode((await open_.get('k')).value)).toBe('v');
-  });
-});
+    it('a store without credentials still works on its own nodes', async () => {
+      const open_ = await open(`${root}-open`);
+      await open_.put('k', 'v');
+      expect(new TextDecoder().decode((await open_.get('k')).value)).toBe('v');
+    });
+  },
+);
