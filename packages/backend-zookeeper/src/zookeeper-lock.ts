@@ -1,6 +1,9 @@
+import { randomUUID } from 'node:crypto';
 import {
   type AcquiredLock,
   type AcquireRequest,
+  backoff,
+  delay,
   InvalidArgumentError,
   LockLostError,
   monotonicNow,
@@ -50,8 +53,8 @@ export function lockDirOf(host: ZkLockHost, fullKey: string): string {
  *   acquisition creates it anew, so it only grows, across deleted queues
  *   and server restarts alike.
  * While held, the lock key itself holds the lock's value (an ephemeral node
- * of the same session). Renewal is a round trip on the holder's session:
- * the core's loss deadline (3/4 of the ttl after the last renewal that was
+ * of the same session). Renewal is a sync (answered by the leader, never by
+ * a follower alone) and a read on the holder's session: the core's loss deadline (3/4 of the ttl after the last renewal that was
  * sent and answered) then falls before the server can expire the session.
  */
 export async function acquireZkLock(
@@ -69,32 +72,55 @@ export async function acquireZkLock(
   }
   const dir = lockDirOf(host, fullKey);
   const holderPath = `${dir}/${HOLDER}`;
-  if (!request.wait) return take(host, es, fullKey, dir, holderPath, request);
+  const holderTag = Buffer.from(randomUUID());
+  if (!request.wait) return take(host, es, fullKey, dir, holderPath, request, holderTag);
   let mine: string | undefined;
   let mineGeneration = 0;
+  // Our waiter nodes are named `w-<tag>-<sequence>`: a create whose answer was lost with the
+  // connection may still have made the node, and the tag finds it (else it would sit ahead of
+  // everyone, ourselves included, for as long as the waiter session lives).
+  const tag = `${WAITER}${randomUUID()}-`;
+  let unsure = false;
   try {
-    for (;;) {
+    for (let attempt = 0; ; attempt++) {
       if (signal.aborted) throw signal.reason;
-      if (!mine || host.waiters.generation !== mineGeneration) {
-        mineGeneration = host.waiters.generation;
-        mine = await host.createNode(
-          host.waiters,
-          `${dir}/${WAITER}`,
-          new Uint8Array(0),
-          EPHEMERAL_SEQUENTIAL,
-          signal,
-        );
-      }
-      const name = mine.slice(mine.lastIndexOf('/') + 1);
       let names: string[];
       try {
+        if (unsure) {
+          const found = (await host.main.children(signal, dir).catch(noNode)).find((n) => n.startsWith(tag));
+          if (found) {
+            mine = `${dir}/${found}`;
+            mineGeneration = host.waiters.generation;
+          }
+          unsure = false;
+        }
+        if (!mine || host.waiters.generation !== mineGeneration) {
+          mine = undefined;
+          unsure = true;
+          mine = await host.createNode(
+            host.waiters,
+            `${dir}/${tag}`,
+            new Uint8Array(0),
+            EPHEMERAL_SEQUENTIAL,
+            signal,
+          );
+          unsure = false;
+          // After the create: a create refused by an expired session is issued again in the next one.
+          mineGeneration = host.waiters.generation;
+        }
         names = await host.main.children(signal, dir);
       } catch (error) {
-        if (!isRc(error, ZK.NONODE)) throw error;
-        mine = undefined;
+        if (isRc(error, ZK.NONODE)) {
+          mine = undefined;
+          continue;
+        }
+        if (!isConnectionError(error) || signal.aborted) throw error;
+        // The member we talk to went away (an election, a partition): wait and go on.
+        await delay(backoff(attempt, 100, 1_000), signal).catch(() => {});
         continue;
       }
-      const queue = names.filter((n) => n.startsWith(WAITER)).sort();
+      const name = mine.slice(mine.lastIndexOf('/') + 1);
+      const queue = names.filter((n) => n.startsWith(WAITER)).sort(bySequence);
       const at = queue.indexOf(name);
       if (at < 0) {
         // Our place went (the waiter session was replaced): queue again.
@@ -107,13 +133,16 @@ export async function acquireZkLock(
       try {
         let stat: NativeStat | null;
         if (at === 0) {
-          const acquired = await take(host, es, fullKey, dir, holderPath, request);
+          const acquired = await take(host, es, fullKey, dir, holderPath, request, holderTag);
           if (acquired) return acquired;
           stat = await host.main.exists(signal, holderPath, wake.fire);
         } else {
           stat = await host.main.exists(signal, `${dir}/${queue[at - 1] as string}`, wake.fire);
         }
         if (stat) await wake.wait(signal);
+      } catch (error) {
+        if (!isConnectionError(error) || signal.aborted) throw error;
+        await delay(backoff(attempt, 100, 1_000), signal).catch(() => {});
       } finally {
         host.waiters.off('session', wake.fire);
         es.session.off('session', wake.fire);
@@ -128,6 +157,28 @@ export async function acquireZkLock(
   }
 }
 
+/** Waiter names sort by their sequence number (the last 10 digits), not by their tags. */
+function bySequence(a: string, b: string): number {
+  const x = a.slice(-10);
+  const y = b.slice(-10);
+  return x < y ? -1 : x > y ? 1 : 0;
+}
+
+function noNode(error: unknown): string[] {
+  if (isRc(error, ZK.NONODE)) return [];
+  throw error;
+}
+
+/** The connection failed under the call (its outcome is unknown); the session may well live on. */
+function isConnectionError(error: unknown): boolean {
+  return (
+    isRc(error, ZK.CONNECTIONLOSS) ||
+    isRc(error, ZK.OPERATIONTIMEOUT) ||
+    isRc(error, ZK.SESSIONMOVED) ||
+    isRc(error, ZK.SESSIONEXPIRED)
+  );
+}
+
 /** Creates the holder node: the lock, or null if someone holds it. */
 async function take(
   host: ZkLockHost,
@@ -136,17 +187,24 @@ async function take(
   dir: string,
   holderPath: string,
   request: AcquireRequest,
+  tag: Buffer,
 ): Promise<AcquiredLock | null> {
   const { signal } = request;
   const session = es.session;
-  const generation = session.generation;
   const sentAt = monotonicNow();
+  // The holder node carries the tag of this acquisition: a create tried again after its answer was
+  // lost with the connection finds its own node (the session alone does not tell: a store's locks of
+  // one ttl share it).
   try {
-    await host.createNode(session, holderPath, new Uint8Array(0), EPHEMERAL, signal);
+    await host.createNode(session, holderPath, tag, EPHEMERAL, signal);
   } catch (error) {
-    if (isRc(error, ZK.NODEEXISTS)) return null;
-    throw error;
+    if (!isRc(error, ZK.NODEEXISTS)) throw error;
+    const found = await session.get(signal, holderPath).catch(() => undefined);
+    if (!found?.data?.equals(tag)) return null;
   }
+  // The generation the node was made in (a create refused by an expired session is issued again in
+  // the next one): the holder node must belong to the session we hold now.
+  const generation = session.generation;
   const stat = await session.exists(signal, holderPath);
   if (!stat || stat.ephemeralOwner !== session.sessionId || session.generation !== generation) {
     return null;
@@ -169,6 +227,11 @@ async function take(
     sentAt,
     async renew(renewSignal) {
       if (session.generation !== generation) throw lost();
+      // Through the leader: a follower cut off from it answers reads and pings by itself (until its
+      // syncLimit runs out) while the leader expires the session. A sync is forwarded to the leader,
+      // which checks the session is live and touches it: once it answers, the session lives at least
+      // ttl after the renewal was sent, later than the core's loss deadline.
+      await session.sync(renewSignal, holderPath);
       const now = await session.exists(renewSignal, holderPath);
       if (!now || now.czxid !== token || session.generation !== generation) throw lost();
     },

@@ -227,6 +227,7 @@ export class ZkSession extends EventEmitter {
         // Expired (or the client gave up): build a new session; owners re-create what lived in the old one.
         this.ready = this.rebuild();
         this.ready.catch(() => {});
+        this.emit('replacing');
       });
       try {
         client.init({
@@ -276,41 +277,81 @@ export class ZkSession extends EventEmitter {
 
   // ---- calls: promises, bounded by the caller's signal ----
 
-  /** Runs one C-client call; rejects with `ZkError` on a non-zero return code. */
-  call<T>(
+  /**
+   * Runs one C-client call; rejects with `ZkError` on a non-zero return code.
+   * A call refused because its session expired (the server answered
+   * SESSIONEXPIRED, or the client failed it with CLOSING while it shut the
+   * expired handle: it was never sent) did nothing, so it is issued again in
+   * the replacement session, within the caller's signal.
+   */
+  async call<T>(
     signal: AbortSignal,
     operation: string,
     path: string,
     issue: (client: NativeClient, done: (rc: number, error: string, value: T) => void) => number,
   ): Promise<T> {
-    return this.current(signal).then(
-      (client) =>
-        new Promise<T>((resolve, reject) => {
-          if (signal.aborted) return reject(signal.reason);
-          const onAbort = () => reject(signal.reason);
-          signal.addEventListener('abort', onAbort, { once: true });
-          const done = (rc: number, error: string, value: T) => {
-            signal.removeEventListener('abort', onAbort);
-            if (rc === 0) resolve(value);
-            else reject(new ZkError(rc, error, operation, path));
-          };
-          let rc: number;
-          try {
-            rc = issue(client, done);
-          } catch (error) {
-            signal.removeEventListener('abort', onAbort);
-            reject(error);
-            return;
-          }
-          if (rc !== 0) {
-            signal.removeEventListener('abort', onAbort);
-            reject(new ZkError(rc, 'refused by the client', operation, path));
-          }
-        }),
-    );
+    for (let attempt = 0; ; attempt++) {
+      const client = await this.current(signal);
+      try {
+        return await this.callOn(client, signal, operation, path, issue);
+      } catch (error) {
+        const expired =
+          error instanceof ZkError && (error.rc === SESSION_EXPIRED_RC || error.rc === CLOSING_RC);
+        if (!expired || this.closed || attempt >= 3) throw error;
+        if (this.client === client) await this.replaced(signal);
+      }
+    }
   }
 
-  /** A watcher tied to the current generation: it never fires for a session that is gone. */
+  /** Resolves once the expired handle is gone and a replacement is on its way. */
+  private replaced(signal: AbortSignal): Promise<void> {
+    return new Promise<void>((resolve, reject) => {
+      const done = () => {
+        this.off('replacing', done);
+        signal.removeEventListener('abort', onAbort);
+        resolve();
+      };
+      const onAbort = () => {
+        this.off('replacing', done);
+        reject(signal.reason);
+      };
+      this.on('replacing', done);
+      signal.addEventListener('abort', onAbort, { once: true });
+    });
+  }
+
+  private callOn<T>(
+    client: NativeClient,
+    signal: AbortSignal,
+    operation: string,
+    path: string,
+    issue: (client: NativeClient, done: (rc: number, error: string, value: T) => void) => number,
+  ): Promise<T> {
+    return new Promise<T>((resolve, reject) => {
+      if (signal.aborted) return reject(signal.reason);
+      const onAbort = () => reject(signal.reason);
+      signal.addEventListener('abort', onAbort, { once: true });
+      const done = (rc: number, error: string, value: T) => {
+        signal.removeEventListener('abort', onAbort);
+        if (rc === 0) resolve(value);
+        else reject(new ZkError(rc, error, operation, path));
+      };
+      let rc: number;
+      try {
+        rc = issue(client, done);
+      } catch (error) {
+        signal.removeEventListener('abort', onAbort);
+        reject(error);
+        return;
+      }
+      if (rc !== 0) {
+        signal.removeEventListener('abort', onAbort);
+        reject(new ZkError(rc, 'refused by the client', operation, path));
+      }
+    });
+  }
+
+  /** A watcher tied to the generation it was set in (at issue time): it never fires for a session that is gone. */
   private watcher(generation: number, fire: () => void): Watcher {
     return (type) => {
       if (type === SESSION_EVENT) return;
@@ -324,34 +365,43 @@ export class ZkSession extends EventEmitter {
     path: string,
     watch?: () => void,
   ): Promise<{ stat: NativeStat; data: Buffer | null }> {
-    const generation = this.generation;
     return this.call(signal, 'get', path, (c, done) => {
       const cb = (rc: number, e: string, stat: NativeStat, data: Buffer | null) =>
         done(rc, e, { stat, data });
-      return watch ? c.aw_get(path, this.watcher(generation, watch), cb) : c.a_get(path, false, cb);
+      return watch ? c.aw_get(path, this.watcher(this.generation, watch), cb) : c.a_get(path, false, cb);
     });
   }
 
   exists(signal: AbortSignal, path: string, watch?: () => void): Promise<NativeStat | null> {
-    const generation = this.generation;
     return this.call<NativeStat | null>(signal, 'exists', path, (c, done) => {
       const cb = (rc: number, e: string, stat: NativeStat) =>
         rc === NO_NODE ? done(0, e, null) : done(rc, e, stat);
-      return watch ? c.aw_exists(path, this.watcher(generation, watch), cb) : c.a_exists(path, false, cb);
+      return watch
+        ? c.aw_exists(path, this.watcher(this.generation, watch), cb)
+        : c.a_exists(path, false, cb);
     });
   }
 
   children(signal: AbortSignal, path: string, watch?: () => void): Promise<string[]> {
-    const generation = this.generation;
     return this.call(signal, 'getChildren', path, (c, done) =>
       watch
-        ? c.aw_get_children(path, this.watcher(generation, watch), done)
+        ? c.aw_get_children(path, this.watcher(this.generation, watch), done)
         : c.a_get_children(path, false, done),
     );
   }
 
-  create(signal: AbortSignal, path: string, data: Uint8Array, flags: number): Promise<string> {
-    return this.call(signal, 'create', path, (c, done) => c.a_create(path, toBuffer(data), flags, done));
+  /**
+   * Creates a node. With `auth`, the node is then restricted to the
+   * authenticated identity (ACL `auth::cdrwa`, ZooKeeper's CREATOR_ALL_ACL):
+   * the client binding creates every node with the open ACL, so this takes a
+   * second call, and until it is answered the new node is open to anyone.
+   */
+  async create(signal: AbortSignal, path: string, data: Uint8Array, flags: number): Promise<string> {
+    const created = await this.call<string>(signal, 'create', path, (c, done) =>
+      c.a_create(path, toBuffer(data), flags, done),
+    );
+    if (this.options.auth) await this.setAcl(signal, created, CREATOR_ALL_ACL);
+    return created;
   }
 
   set(signal: AbortSignal, path: string, data: Uint8Array, version: number): Promise<NativeStat> {
@@ -384,6 +434,10 @@ export class ZkSession extends EventEmitter {
 }
 
 export const NO_NODE = -101;
+/** Every permission (read, write, create, delete, admin) for the identities the session authenticated as. */
+const CREATOR_ALL_ACL = [{ perms: 31, scheme: 'auth', auth: '' }];
+const SESSION_EXPIRED_RC = -112;
+const CLOSING_RC = -116;
 
 function toBuffer(data: Uint8Array): Buffer {
   return Buffer.isBuffer(data) ? data : Buffer.from(data.buffer, data.byteOffset, data.byteLength);

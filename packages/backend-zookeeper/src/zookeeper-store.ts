@@ -58,6 +58,9 @@ export const ZOOKEEPER_CAPABILITIES: Capabilities = Object.freeze({
   distributed: true,
 });
 
+/** ms asked for the waiter session (the server grants at least its minSessionTimeout). */
+const WAITER_SESSION_ASK = 1_000;
+
 /** Reads and tree scans in flight at once, per call. */
 const PIPELINE = 256;
 
@@ -116,8 +119,11 @@ export class ZooKeeperStore extends BaseStore implements ZkLockHost {
         closing: stop.signal,
       });
     const main = session(settings.sessionTimeout);
-    // Asking for 100 ms gets the server's minimum (it clamps; under ~100 ms the C client cannot connect): this store's minTtl.
-    const waiters = session(100);
+    // The server clamps what we ask to its minSessionTimeout (2 × tickTime by default, 4 s): asking for
+    // 1 s gets that minimum on most servers, and it is this store's minTtl. Not less: until the server
+    // answers, the C client gives a connection attempt 2/3 of the asked timeout, and asking 100 ms left
+    // it 66 ms, which a loaded machine (or a proxy in between) misses over and over.
+    const waiters = session(WAITER_SESSION_ASK);
     try {
       await Promise.all([main.open(), waiters.open()]);
       const min = waiters.granted;

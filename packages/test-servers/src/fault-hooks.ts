@@ -1,4 +1,5 @@
 import { type FaultProxy, startFaultProxy } from './fault-proxy.js';
+import { startRemoteFaultProxy } from './fault-proxy-remote.js';
 import type { ClusterHandle, ServerHandle } from './launch.js';
 import { httpRequest, zkMode } from './probes.js';
 
@@ -6,8 +7,17 @@ import { httpRequest, zkMode } from './probes.js';
 export interface PartitionedStore<S> {
   readonly store: S;
   readonly proxy: FaultProxy;
-  partition(): void;
-  heal(): void;
+  partition(): void | Promise<void>;
+  heal(): void | Promise<void>;
+}
+
+export interface ServerFaultHooksOptions {
+  /**
+   * Where the proxies run: `'inline'` (default) in this process, `'process'`
+   * in a child process (`startRemoteFaultProxy`), for clients that can block
+   * the event loop (the ZooKeeper C client's close does).
+   */
+  readonly proxies?: 'inline' | 'process';
 }
 
 /** The conformance kit's `faults` hooks on a private server (structurally `FaultHooks`). */
@@ -28,14 +38,16 @@ export interface ServerFaultHooks<S> {
 export function serverFaultHooks<S>(
   server: ServerHandle,
   open: (endpoints: string[], prefix: string) => Promise<S>,
+  options: ServerFaultHooksOptions = {},
 ): ServerFaultHooks<S> {
   const proxies: FaultProxy[] = [];
+  const start = options.proxies === 'process' ? startRemoteFaultProxy : startFaultProxy;
   return {
     open: (prefix) => open([...server.endpoints], prefix),
     async openPartitionable(prefix) {
       const target = server.endpoints[0];
       if (!target) throw new Error(`${server.name}: no endpoint to proxy`);
-      const proxy = await startFaultProxy(target);
+      const proxy = await start(target);
       proxies.push(proxy);
       const store = await open([proxy.endpoint], prefix);
       return { store, proxy, partition: () => proxy.blackhole(), heal: () => proxy.pass() };
@@ -107,13 +119,32 @@ export function clusterFaultHooks<S>(
           openOn: (i: number, prefix: string) => open([...member(i).endpoints], prefix),
           isolate: (i: number) => net.isolate(i),
           partitionClients: (i: number) => net.cut('clients', i),
-          healAll: () => net.healAll(),
+          healAll: async () => {
+            await net.healAll();
+            // A ZooKeeper member that was cut off serves no client until it has synced with the
+            // leader again: healed means every member serves.
+            if (cluster.kind === 'zookeeper') await allServing(cluster);
+          },
         }
       : {}),
     ...(cluster.kind === 'etcd' || cluster.kind === 'zookeeper' || cluster.kind === 'consul'
       ? { leader: () => agreedLeader(cluster) }
       : {}),
   };
+}
+
+/** Waits (bounded) until every ZooKeeper member serves clients and exactly one leads. */
+async function allServing(cluster: ClusterHandle): Promise<void> {
+  const deadline = performance.now() + 30_000;
+  for (;;) {
+    const modes = await Promise.all(
+      cluster.members.map((m) => zkMode(m.endpoints[0] as string).catch(() => undefined)),
+    );
+    if (modes.every((m) => m !== undefined) && modes.filter((m) => m === 'leader').length === 1) return;
+    if (performance.now() > deadline)
+      throw new Error(`${cluster.name}: not every member serves 30 s after the heal`);
+    await new Promise((resolve) => setTimeout(resolve, 100));
+  }
 }
 
 /** Who each member says leads: its own index when it leads, else the leader's index; undefined when it does not know. */

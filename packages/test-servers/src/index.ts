@@ -12,9 +12,11 @@ export {
   clusterFaultHooks,
   type PartitionedStore,
   type ServerFaultHooks,
+  type ServerFaultHooksOptions,
   serverFaultHooks,
 } from './fault-hooks.js';
 export { type FaultMode, type FaultProxy, type FaultProxyOptions, startFaultProxy } from './fault-proxy.js';
+export { type RemoteFaultProxy, startRemoteFaultProxy } from './fault-proxy-remote.js';
 export { type StartedServers, startServers } from './group.js';
 export {
   type Bins,

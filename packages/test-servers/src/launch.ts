@@ -3,6 +3,7 @@ import { closeSync, mkdirSync, mkdtempSync, openSync, rmSync, writeFileSync, wri
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { type ClusterNet, createClusterNet, reapClusterNets } from './cluster-net.js';
+import { closingInheritedFds } from './inherited-fds.js';
 import { type Bins, ensureInstalled, type Log, which } from './install.js';
 import type { ServerKind, ServerName } from './names.js';
 import {
@@ -228,9 +229,11 @@ export class Member implements ServerHandle {
     // Attached servers die with this process even when it is killed (a test worker ended by a
     // signal skips 'exit' handlers): setpriv sets PR_SET_PDEATHSIG, then execs the server (same PID).
     const setpriv = this.#opts.detached ? undefined : setprivPath();
-    const [command, args] = setpriv
-      ? [setpriv, ['--pdeathsig', 'KILL', '--', spec.command, ...spec.args]]
-      : [spec.command, spec.args];
+    const [command, args] = closingInheritedFds(
+      ...((setpriv
+        ? [setpriv, ['--pdeathsig', 'KILL', '--', spec.command, ...spec.args]]
+        : [spec.command, spec.args]) as [string, string[]]),
+    );
     let child: ChildProcess;
     try {
       child = spawn(command, args, {

@@ -1,7 +1,7 @@
 import { once } from 'node:events';
 import { createServer, type Server, type Socket, connect as tcpConnect } from 'node:net';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { type FaultProxy, startFaultProxy } from '../src/index.js';
+import { type FaultProxy, startFaultProxy, startRemoteFaultProxy } from '../src/index.js';
 
 // The proxy itself, against a local echo server (what passes through is plain bytes).
 
@@ -24,11 +24,7 @@ afterAll(async () => {
   await new Promise((resolve) => echo.close(resolve));
 });
 
-async function proxy(): Promise<FaultProxy> {
-  const p = await startFaultProxy(target);
-  proxies.push(p);
-  return p;
-}
+type Start = (target: string) => Promise<FaultProxy>;
 
 async function client(
   p: FaultProxy,
@@ -64,13 +60,24 @@ async function client(
 const QUIET_MS = 300;
 const quiet = () => new Promise((resolve) => setTimeout(resolve, QUIET_MS));
 
-describe('fault proxy', () => {
+describe.each<[string, Start]>([
+  ['in this process', startFaultProxy],
+  ['in a child process', startRemoteFaultProxy],
+])('fault proxy %s', (_where, start) => {
+  const proxy = async (): Promise<FaultProxy> => {
+    const p = await start(target);
+    proxies.push(p);
+    return p;
+  };
+
   it('passes bytes both ways', async () => {
     const p = await proxy();
     const c = await client(p);
     c.write('hello');
     await c.next('hello');
+    if ('refresh' in p) await (p as { refresh(): Promise<void> }).refresh();
     expect(p.connections).toBe(1);
+    expect(p.accepted).toBe(1);
   });
 
   it('black hole: the socket stays open, nothing moves; after pass() the held bytes flow on', async () => {
@@ -78,7 +85,7 @@ describe('fault proxy', () => {
     const c = await client(p);
     c.write('a');
     await c.next('a');
-    p.blackhole();
+    await p.blackhole();
     c.write('b');
     let closed = false;
     c.on('close', () => {
@@ -87,18 +94,18 @@ describe('fault proxy', () => {
     await quiet();
     expect(c.received()).toBe('a');
     expect(closed).toBe(false);
-    p.pass();
+    await p.pass();
     await c.next('ab');
   });
 
   it('black hole: a new connection is accepted and hangs; it serves after pass()', async () => {
     const p = await proxy();
-    p.blackhole();
+    await p.blackhole();
     const c = await client(p);
     c.write('x');
     await quiet();
     expect(c.received()).toBe('');
-    p.pass();
+    await p.pass();
     await c.next('x');
   });
 
@@ -110,7 +117,7 @@ describe('fault proxy', () => {
       error = e;
     });
     const closed = new Promise((resolve) => c.once('close', resolve));
-    p.reset();
+    await p.reset();
     await closed;
     expect(String(error)).toMatch(/ECONNRESET/);
     const d = await client(p);
@@ -120,12 +127,12 @@ describe('fault proxy', () => {
 
   it('refuse() ends new connections at once until pass()', async () => {
     const p = await proxy();
-    p.refuse();
+    await p.refuse();
     const [host, port] = p.endpoint.split(':') as [string, string];
     const s = tcpConnect({ host, port: Number(port) });
     s.on('error', () => {});
     await new Promise((resolve) => s.once('close', resolve));
-    p.pass();
+    await p.pass();
     const c = await client(p);
     c.write('ok');
     await c.next('ok');
@@ -134,7 +141,7 @@ describe('fault proxy', () => {
   it('latency(ms) delays each direction, order kept', async () => {
     const p = await proxy();
     const c = await client(p);
-    p.latency(150);
+    await p.latency(150);
     const started = performance.now();
     c.write('1');
     c.write('2');
@@ -144,6 +151,6 @@ describe('fault proxy', () => {
   });
 
   it('refuses targets off this machine', async () => {
-    await expect(startFaultProxy('10.0.0.1:80')).rejects.toThrow(/127\.0\.0\.0\/8/);
+    await expect(start('10.0.0.1:80')).rejects.toThrow(/127\.0\.0\.0\/8/);
   });
 });

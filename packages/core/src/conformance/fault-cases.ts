@@ -263,7 +263,11 @@ export function linearizabilityCase(define: Define): void {
           }
         })();
         const started = performance.now();
-        await Promise.all(stores.map((store, c) => runClient(store, c, until, history)));
+        await Promise.all(
+          stores.map((store, c) =>
+            runClient(store, c, until, history, { consistent: t.caps.consistentRead }),
+          ),
+        );
         await nemesis;
         const result = checkKVHistory(history);
         const unknown = history.filter((o) => o.ret === Number.POSITIVE_INFINITY).length;
@@ -425,8 +429,9 @@ export async function runClient(
   client: number,
   until: number,
   history: KVOperation[],
+  /** `{ consistent: true }` where the backend has it: its plain reads may be stale by the contract. */
+  read: { consistent?: boolean } = {},
 ): Promise<void> {
-  const readOptions = store.capabilities.consistentRead ? { consistent: true } : undefined;
   const pairs = new Map<string, KVPair | null>();
   let n = 0;
   // Paced so the operations spread over the whole run, through the nemesis's partitions.
@@ -443,7 +448,7 @@ export async function runClient(
       input = { f: 'get' };
       run = async () => {
         try {
-          const pair = await store.get(key, readOptions);
+          const pair = await store.get(key, read);
           pairs.set(key, pair);
           return text(pair.value);
         } catch (error) {

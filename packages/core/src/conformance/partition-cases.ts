@@ -374,7 +374,11 @@ export function clusterPartitionCases(define: Define): void {
             await cluster.healAll();
           }
         })();
-        await Promise.all(stores.map((store, c) => runClient(store, c, until, history)));
+        await Promise.all(
+          stores.map((store, c) =>
+            runClient(store, c, until, history, { consistent: t.caps.consistentRead }),
+          ),
+        );
         await nemesis;
         const result = checkKVHistory(history);
         const unknown = history.filter((o) => o.ret === Number.POSITIVE_INFINITY).length;
