@@ -1,6 +1,6 @@
 import { Command, CommanderError } from 'commander';
 import { existsCommand, getCommand, lsCommand, putCommand, rmCommand } from './commands/keys.js';
-import { LOCK_ENV, lockCommand } from './commands/lock.js';
+import { ELECT_ENV, electCommand, LOCK_ENV, lockCommand } from './commands/lock.js';
 import { copyCommand, dumpCommand, restoreCommand } from './commands/transfer.js';
 import { watchCommand } from './commands/watch.js';
 import { Context, type GlobalOptions } from './context.js';
@@ -15,7 +15,8 @@ Exit status:
   3   internal error          14  INVALID_ARGUMENT     21  CLOSED
                               15  VALUE_TOO_LARGE      22  UNKNOWN_BACKEND
                               16  NOT_SUPPORTED
-  lock: the command's own status (128+N if killed by signal N, 127 if it could not start)
+  lock, elect: the command's own status (128+N if killed by signal N, 127 if it could not
+  start, 20 LOCK_LOST if it was killed because the lock or leadership was lost)
 
 The store: --url URL or KV_URL, any URL createStore takes, e.g. sqlite:./kv.db,
 etcd://127.0.0.1:2379/app, redis://127.0.0.1:6379/app. The backend package
@@ -141,6 +142,28 @@ export function buildProgram(interrupted: AbortSignal, setStatus: (status: numbe
     )
     .action(
       action((ctx, key: string, command: string[], opts: object) => lockCommand(ctx, key, command, opts)),
+    );
+
+  program
+    .command('elect')
+    .description(
+      `campaign for leadership of KEY (the campaign() recipe) and run COMMAND while leading; the fencing token is in $${ELECT_ENV.token}. The command is killed if leadership is lost; this candidate resigns when it exits, so a waiting one leads at once`,
+    )
+    .argument('<key>')
+    .argument('<command...>', 'the command and its arguments, after --')
+    .option('--ttl <duration>', 'how soon a dead leader is replaced (default 15s)')
+    .option('--value <text>', 'stored at KEY while leading: what observers see (e.g. the host name)')
+    .option('--kill-grace <duration>', 'after a loss: SIGTERM, then SIGKILL this long after', '10s')
+    .addHelpText(
+      'after',
+      examples(
+        'kv elect --value "$(hostname)" election/scheduler -- ./scheduler',
+        `kv elect --ttl 5s election/cron -- sh -c 'run-jobs --fence "$${ELECT_ENV.token}"'`,
+        'kv watch election/scheduler    # who leads now, and every change',
+      ),
+    )
+    .action(
+      action((ctx, key: string, command: string[], opts: object) => electCommand(ctx, key, command, opts)),
     );
 
   program
