@@ -1,4 +1,5 @@
 import { Command, CommanderError } from 'commander';
+import { doctorCommand } from './commands/doctor.js';
 import { existsCommand, getCommand, lsCommand, putCommand, rmCommand } from './commands/keys.js';
 import { ELECT_ENV, electCommand, LOCK_ENV, lockCommand } from './commands/lock.js';
 import { copyCommand, dumpCommand, restoreCommand } from './commands/transfer.js';
@@ -202,6 +203,20 @@ export function buildProgram(interrupted: AbortSignal, setStatus: (status: numbe
       examples('kv restore < backup.ndjson', 'kv dump | kv --url sqlite:./copy.db restore'),
     )
     .action(action((ctx, opts: object) => restoreCommand(ctx, opts)));
+
+  program
+    .command('doctor')
+    .description(
+      'connect and report: server version, round trip, the capabilities table, and checks of what bites users (Redis keyspace notifications, Consul session_ttl_min, etcd minimum lease, clock skew); what cannot be checked on a backend is shown as skip with the reason',
+    )
+    .addHelpText(
+      'after',
+      examples(
+        'kv --url redis://127.0.0.1:6379/app doctor',
+        'kv doctor --json | jq \'.checks[] | select(.status != "ok")\'',
+      ),
+    )
+    .action(action((ctx) => doctorCommand(ctx)));
 
   return program;
 }

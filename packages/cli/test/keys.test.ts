@@ -200,7 +200,19 @@ describe('kv errors: one line on stderr with the code, a distinct exit status pe
     const top = await kv(['--help']);
     expect(top.status).toBe(0);
     expect(top.out).toMatch(/Exit status:/);
-    for (const command of ['get', 'put', 'rm', 'ls', 'exists', 'watch', 'lock', 'elect', 'copy', 'dump', 'restore']) {
+    for (const command of [
+      'get',
+      'put',
+      'rm',
+      'ls',
+      'exists',
+      'watch',
+      'lock',
+      'elect',
+      'copy',
+      'dump',
+      'restore',
+    ]) {
       const help = await kv([command, '--help']);
       expect(help.status, command).toBe(0);
       expect(help.out, command).toMatch(/Examples:\n {2}\$ kv /);

@@ -1,0 +1,78 @@
+import { join } from 'node:path';
+import { launchRedis, serverFor } from '@kv/test-servers';
+import { afterAll, describe, expect, it } from 'vitest';
+import { kv, tempDir } from './run-kv.js';
+
+const tmp = tempDir();
+afterAll(() => tmp.remove());
+
+interface Report {
+  backend: string;
+  server: { name: string; version: string } | null;
+  capabilities: Record<string, unknown>;
+  checks: { name: string; status: string; detail: string }[];
+}
+
+async function doctor(url: string): Promise<Report> {
+  const result = await kv(['doctor', '--json'], { url });
+  expect(result.status, result.stderr).toBe(0);
+  const lines = result.out.trim().split('\n');
+  expect(lines).toHaveLength(1);
+  return JSON.parse(lines[0] as string);
+}
+
+const check = (report: Report, name: string) => report.checks.find((c) => c.name === name);
+
+describe('kv doctor', async () => {
+  const etcd = await serverFor('etcd');
+
+  it('SQLite: version, capabilities, journal mode; says clock skew does not apply', async () => {
+    const url = `sqlite:${join(tmp.dir, 'doctor.db')}`;
+    const human = await kv(['doctor'], { url });
+    expect(human.status, human.stderr).toBe(0);
+    expect(human.out).toMatch(/^server\s+SQLite \d+\.\d+\.\d+$/m);
+    expect(human.out).toMatch(/^CAPABILITY\s+VALUE$/m);
+    expect(human.out).toMatch(/^watch\s+yes$/m);
+    expect(human.out).toMatch(/^distributed\s+no$/m);
+    expect(human.out).toMatch(/^clock skew\s+skip\s+not applicable/m);
+    const report = await doctor(url);
+    expect(report.backend).toBe('sqlite');
+    expect(report.capabilities).toMatchObject({ watch: true, ttl: true, minTtl: 50 });
+    expect(check(report, 'journal mode')).toMatchObject({ status: 'ok' });
+  });
+
+  it('Redis: warns when keyspace notifications are off, and is content once they are on', async () => {
+    // A private server: turning notifications off on the shared one would disturb other tests.
+    const redis = await launchRedis();
+    try {
+      const url = `redis://${redis.endpoints[0]}/doctor`;
+      await redis.command(['CONFIG', 'SET', 'notify-keyspace-events', '']);
+      const off = await doctor(url);
+      expect(off.server?.name).toBe('Redis');
+      expect(off.server?.version).toMatch(/^\d+\.\d+\.\d+$/);
+      expect(check(off, 'keyspace notifications')).toMatchObject({ status: 'warn' });
+      expect(check(off, 'keyspace notifications')?.detail).toMatch(/CONFIG SET notify-keyspace-events Ex/);
+      // Local server, same clock: no skew beyond the measurement's uncertainty.
+      expect(check(off, 'clock skew')).toMatchObject({ status: 'ok' });
+      expect(check(off, 'clock skew')?.detail).toMatch(/from TIME/);
+      await redis.command(['CONFIG', 'SET', 'notify-keyspace-events', 'Ex']);
+      expect(check(await doctor(url), 'keyspace notifications')).toMatchObject({ status: 'ok' });
+    } finally {
+      await redis.dispose();
+    }
+  });
+
+  it.skipIf(!etcd.available)(
+    'etcd: version, the minimum lease the server grants, clock skew from the HTTP Date',
+    async () => {
+      const report = await doctor(`etcd://${etcd.endpoints[0]}/doctor`);
+      expect(report.server?.name).toBe('etcd');
+      expect(report.server?.version).toMatch(/^3\.\d+\.\d+$/);
+      const lease = check(report, 'minimum lease');
+      expect(lease?.status).toBe('ok');
+      // etcd raises a 1 s lease to 1.5 × its election timeout, in whole seconds: 2 s by default.
+      expect(lease?.detail).toMatch(/^a 1 s lease was granted as 2000 ms/);
+      expect(check(report, 'clock skew')).toMatchObject({ status: 'ok' });
+    },
+  );
+});
