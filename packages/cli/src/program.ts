@@ -1,4 +1,5 @@
 import { Command, CommanderError } from 'commander';
+import { benchCommand } from './commands/bench.js';
 import { doctorCommand } from './commands/doctor.js';
 import { existsCommand, getCommand, lsCommand, putCommand, rmCommand } from './commands/keys.js';
 import { ELECT_ENV, electCommand, LOCK_ENV, lockCommand } from './commands/lock.js';
@@ -217,6 +218,25 @@ export function buildProgram(interrupted: AbortSignal, setStatus: (status: numbe
       ),
     )
     .action(action((ctx) => doctorCommand(ctx)));
+
+  program
+    .command('bench')
+    .description(
+      'measure the store at --url: put, get, CAS, list, lock + unlock and put -> watch event, one call at a time (ops/s, p50, p99); writes only below its own directory, removed at the end',
+    )
+    .option('--ops <n>', 'operations per figure', '200')
+    .option('--lock-ops <n>', 'lock + unlock rounds', '50')
+    .option('--value-size <bytes>', 'size of each value', '100')
+    .option('--dir <dir>', 'the directory to write below (default: kv-bench-<random>)')
+    .addHelpText(
+      'after',
+      examples(
+        'kv --url etcd://127.0.0.1:2379/app bench',
+        'kv bench --ops 5000 --value-size 1024',
+        "kv bench --json | jq -r '[.name, .opsPerSecond, .p99Ms] | @tsv'",
+      ),
+    )
+    .action(action((ctx, opts: object) => benchCommand(ctx, opts)));
 
   return program;
 }

@@ -1,6 +1,7 @@
 import { join } from 'node:path';
 import { launchRedis, serverFor } from '@kv/test-servers';
 import { afterAll, describe, expect, it } from 'vitest';
+import { EXIT_CODES } from '../src/exit-codes.js';
 import { kv, tempDir } from './run-kv.js';
 
 const tmp = tempDir();
@@ -75,4 +76,55 @@ describe('kv doctor', async () => {
       expect(check(report, 'clock skew')).toMatchObject({ status: 'ok' });
     },
   );
+});
+
+describe('kv bench', () => {
+  it('SQLite: every figure with sane numbers (human and --json), nothing left behind', async () => {
+    const url = `sqlite:${join(tmp.dir, 'bench.db')}`;
+    await kv(['put', 'mine', 'kept'], { url });
+    const human = await kv(['bench', '--ops', '20', '--lock-ops', '5'], { url });
+    expect(human.status, human.stderr).toBe(0);
+    const lines = human.out.trim().split('\n');
+    expect(lines[0]).toMatch(/^kv bench: sqlite, 20 operations each, 100-byte values, below kv-bench-\w+\/$/);
+    const names = [
+      'put',
+      'get',
+      'atomicPut \\(CAS\\)',
+      'list \\(20 keys\\)',
+      'lock \\+ unlock',
+      'put -> watch event',
+    ];
+    for (const [i, name] of names.entries()) {
+      expect(lines[i + 2]).toMatch(
+        new RegExp(`^${name}\\s+\\d+ ops/s   p50 \\d+\\.\\d{3} ms   p99 \\d+\\.\\d{3} ms$`),
+      );
+    }
+    const json = await kv(['bench', '--json', '--ops', '10', '--lock-ops', '3', '--value-size', '1000'], {
+      url,
+    });
+    expect(json.status, json.stderr).toBe(0);
+    const figures = json.out
+      .trim()
+      .split('\n')
+      .map((l) => JSON.parse(l));
+    expect(figures.map((f) => f.name)).toEqual([
+      'put',
+      'get',
+      'atomicPut (CAS)',
+      'list (10 keys)',
+      'lock + unlock',
+      'put -> watch event',
+    ]);
+    for (const f of figures) {
+      expect(f.ops, f.name).toBe(f.name === 'list (10 keys)' ? 20 : f.name === 'lock + unlock' ? 3 : 10);
+      expect(f.opsPerSecond, f.name).toBeGreaterThan(0);
+      expect(f.p50Ms, f.name).toBeGreaterThan(0);
+      expect(f.p99Ms, f.name).toBeGreaterThanOrEqual(f.p50Ms);
+    }
+    // Only the user's own key is left.
+    expect((await kv(['ls'], { url })).out).toBe('mine\n');
+    const bad = await kv(['bench', '--ops', '0'], { url });
+    expect(bad.status).toBe(EXIT_CODES.INVALID_ARGUMENT);
+    expect(bad.stderr).toBe('kv: INVALID_ARGUMENT: --ops must be at least 1, got 0\n');
+  });
 });
