@@ -6,7 +6,7 @@ import { KVError, type KVErrorCode } from '@kv/core';
  */
 export const EXIT_CODES = {
   OK: 0,
-  /** `exists` on an absent key (like `test`), `copy`/`restore` with failed keys. */
+  /** `exists` on an absent key (like `test`), `copy`/`restore` with failed keys, `doctor` with a warning. */
   FALSE: 1,
   /** Bad flags or arguments (commander's usage errors). */
   USAGE: 2,

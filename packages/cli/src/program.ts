@@ -1,3 +1,4 @@
+import { createRequire } from 'node:module';
 import { Command, CommanderError } from 'commander';
 import { benchCommand } from './commands/bench.js';
 import { doctorCommand } from './commands/doctor.js';
@@ -10,19 +11,21 @@ import { EXIT_CODES, errorLine, exitCodeFor } from './exit-codes.js';
 
 const EXIT_HELP = `
 Exit status:
-  0   success                 10  KEY_NOT_FOUND        17  UNAVAILABLE
-  1   exists: absent;         11  KEY_EXISTS           18  UNAUTHENTICATED
-      copy/restore: failures  12  KEY_MODIFIED         19  PERMISSION_DENIED
-  2   usage error             13  INVALID_KEY          20  LOCK_LOST
-  3   internal error          14  INVALID_ARGUMENT     21  CLOSED
-                              15  VALUE_TOO_LARGE      22  UNKNOWN_BACKEND
-                              16  NOT_SUPPORTED
-  lock, elect: the command's own status (128+N if killed by signal N, 127 if it could not
-  start, 20 LOCK_LOST if it was killed because the lock or leadership was lost)
+  0   success
+  1   exists: the key is absent; copy, restore: some keys failed; doctor: a check warns
+  2   usage error                3   internal error
+  10  KEY_NOT_FOUND     11  KEY_EXISTS         12  KEY_MODIFIED       13  INVALID_KEY
+  14  INVALID_ARGUMENT  15  VALUE_TOO_LARGE    16  NOT_SUPPORTED      17  UNAVAILABLE
+  18  UNAUTHENTICATED   19  PERMISSION_DENIED  20  LOCK_LOST          21  CLOSED
+  22  UNKNOWN_BACKEND   23  INTEGRITY          24  INVALID_VALUE
+  lock, elect: the command's own status (128+N if killed by signal N, 127 if it could
+  not start, 20 LOCK_LOST if it was killed because the lock or leadership was lost)
 
 The store: --url URL or KV_URL, any URL createStore takes, e.g. sqlite:./kv.db,
 etcd://127.0.0.1:2379/app, redis://127.0.0.1:6379/app. The backend package
 (@kv/backend-<name>) must be installed next to @kv/cli.`;
+
+const { version } = createRequire(import.meta.url)('../package.json') as { version: string };
 
 function examples(...lines: string[]): string {
   return `\nExamples:\n${lines.map((l) => `  $ ${l}`).join('\n')}`;
@@ -35,6 +38,7 @@ export function buildProgram(interrupted: AbortSignal, setStatus: (status: numbe
   const program = new Command('kv');
   program
     .description('Read, change, watch and lock any kv store; copy, dump and restore between backends.')
+    .version(version, '-V, --version')
     .option('--url <url>', 'the store URL (default: $KV_URL)')
     .option('--json', 'machine-readable output: one JSON object per line')
     .addHelpText('after', EXIT_HELP)

@@ -14,9 +14,10 @@ interface Report {
   checks: { name: string; status: string; detail: string }[];
 }
 
-async function doctor(url: string): Promise<Report> {
+/** `kv doctor --json`: exit 0 when every check is ok or skipped, 1 when one warns. */
+async function doctor(url: string, status = 0): Promise<Report> {
   const result = await kv(['doctor', '--json'], { url });
-  expect(result.status, result.stderr).toBe(0);
+  expect(result.status, result.stderr).toBe(status);
   const lines = result.out.trim().split('\n');
   expect(lines).toHaveLength(1);
   return JSON.parse(lines[0] as string);
@@ -36,6 +37,13 @@ describe('kv doctor', async () => {
     expect(human.out).toMatch(/^watch\s+yes$/m);
     expect(human.out).toMatch(/^distributed\s+no$/m);
     expect(human.out).toMatch(/^clock skew\s+skip\s+not applicable/m);
+    // Not a terminal: no colour even without NO_COLOR; FORCE_COLOR turns it on, NO_COLOR wins over it.
+    const piped = await kv(['doctor'], { url, env: { NO_COLOR: undefined } });
+    expect(piped.out).not.toContain('\u001b[');
+    const forced = await kv(['doctor'], { url, env: { NO_COLOR: undefined, FORCE_COLOR: '1' } });
+    expect(forced.out).toContain('\u001b[32myes\u001b[39m');
+    const both = await kv(['doctor'], { url, env: { NO_COLOR: '1', FORCE_COLOR: '1' } });
+    expect(both.out).not.toContain('\u001b[');
     const report = await doctor(url);
     expect(report.backend).toBe('sqlite');
     expect(report.capabilities).toMatchObject({ watch: true, ttl: true, minTtl: 50 });
@@ -48,7 +56,7 @@ describe('kv doctor', async () => {
     try {
       const url = `redis://${redis.endpoints[0]}/doctor`;
       await redis.command(['CONFIG', 'SET', 'notify-keyspace-events', '']);
-      const off = await doctor(url);
+      const off = await doctor(url, EXIT_CODES.FALSE);
       expect(off.server?.name).toBe('Redis');
       expect(off.server?.version).toMatch(/^\d+\.\d+\.\d+$/);
       expect(check(off, 'keyspace notifications')).toMatchObject({ status: 'warn' });

@@ -21,6 +21,16 @@ const SEED: [string, Uint8Array | string][] = [
   ['app/deep/a/b/c/d', 'deep\nvalue\n'],
 ];
 
+/** A ttl long enough that the test's own duration never runs it out. */
+const HOUR = 3_600_000;
+
+/** The ttl a copy carried: an hour less what has passed since it was written (etcd rounds to seconds). */
+function expectTtlLeft(ttl: number | undefined, writtenAt: number): void {
+  const passed = performance.now() - writtenAt;
+  expect(ttl).toBeGreaterThan(HOUR - passed - 2_000);
+  expect(ttl).toBeLessThanOrEqual(HOUR);
+}
+
 async function withStore<T>(url: string, fn: (store: Store) => Promise<T>): Promise<T> {
   const store = await createStore(url);
   try {
@@ -72,10 +82,11 @@ describe('kv copy SQLite -> etcd', async () => {
       const dst = `etcd://${etcd.endpoints[0]}/cli-copy-${process.pid}-${n++}`;
       await withStore(src, async (store) => {
         for (const [key, value] of SEED) await store.put(key, value);
-        await store.put('app/session', 'expires', { ttl: 30_000 });
+        await store.put('app/session', 'expires', { ttl: HOUR });
         // Larger than etcd's request limit (1.5 MiB): this key fails, the rest is copied.
         await store.put('app/huge', Buffer.alloc(2 * 1024 * 1024, 7));
       });
+      const seededAt = performance.now();
       const total = SEED.length + 2;
 
       const dry = await kv(['copy', '--json', '--dry-run', src, dst]);
@@ -101,8 +112,7 @@ describe('kv copy SQLite -> etcd', async () => {
       // The ttl went with the value: what the source had left, in etcd's whole seconds.
       const session = copied.get('app/session');
       expect(session?.value.toString()).toBe('expires');
-      expect(session?.ttl).toBeGreaterThan(15_000);
-      expect(session?.ttl).toBeLessThanOrEqual(31_000);
+      expectTtlLeft(session?.ttl, seededAt);
       expect(copied.has('app/huge')).toBe(false);
 
       // A rerun resumes: everything already there is skipped, only the failure is tried again.
@@ -135,8 +145,9 @@ describe('kv copy Redis -> SQLite', async () => {
         for (let i = 0; i < COUNT; i += 100) {
           await Promise.all(keys.slice(i, i + 100).map((k) => store.put(k, `source ${k}`)));
         }
-        await store.put('t/session', BINARY, { ttl: 30_000 });
+        await store.put('t/session', BINARY, { ttl: HOUR });
       });
+      const seededAt = performance.now();
       // Every destination key differs, so --overwrite replaces each with a CAS on what it read first.
       await withStore(dst, async (store) => {
         for (const k of keys) await store.put(k, `old ${k}`);
@@ -167,8 +178,7 @@ describe('kv copy Redis -> SQLite', async () => {
       // Binary value and ttl came across from Redis.
       const session = after.get('t/session');
       expect(Buffer.compare(session?.value ?? Buffer.alloc(0), BINARY)).toBe(0);
-      expect(session?.ttl).toBeGreaterThan(15_000);
-      expect(session?.ttl).toBeLessThanOrEqual(30_000);
+      expectTtlLeft(session?.ttl, seededAt);
     },
   );
 });

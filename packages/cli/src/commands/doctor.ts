@@ -2,7 +2,7 @@ import { type Capabilities, createStore, monotonicNow, parseStoreUrl, type Store
 import { type Context, maskUrl } from '../context.js';
 import { EXIT_CODES } from '../exit-codes.js';
 
-type Status = 'ok' | 'warn' | 'fail' | 'skip';
+type Status = 'ok' | 'warn' | 'skip';
 
 /** One finding: `skip` says plainly that something could not be checked on this backend, and why. */
 export interface Check {
@@ -250,7 +250,7 @@ async function backendChecks(
   return { server, checks };
 }
 
-/** `kv doctor`: connect, show what the server and the backend are, check what bites users. */
+/** `kv doctor`: connect, show what the server and the backend are, check what bites users (exit 1 on a warning). */
 export async function doctorCommand(ctx: Context): Promise<number> {
   const url = ctx.storeUrl();
   const started = monotonicNow();
@@ -275,7 +275,8 @@ export async function doctorCommand(ctx: Context): Promise<number> {
     await store.close();
   }
   print(ctx, report);
-  return report.checks.some((c) => c.status === 'fail') ? EXIT_CODES.FALSE : EXIT_CODES.OK;
+  // A warning is worth a non-zero status: `kv doctor || alert` in a health check.
+  return report.checks.some((c) => c.status === 'warn') ? EXIT_CODES.FALSE : EXIT_CODES.OK;
 }
 
 function print(ctx: Context, report: Report): void {
@@ -308,7 +309,6 @@ function print(ctx: Context, report: Report): void {
   const paint: Record<Status, (s: string) => string> = {
     ok: c.green,
     warn: c.yellow,
-    fail: c.red,
     skip: c.dim,
   };
   out.table(

@@ -149,7 +149,7 @@ async function transfer(
   if (out.json) {
     out.record({ summary: { ...summary, dryRun: options.dryRun === true } });
   } else {
-    for (const f of failures) process.stderr.write(`${out.color.red('failed')}  ${f.key}: ${f.reason}\n`);
+    for (const f of failures) process.stderr.write(`${out.errColor.red('failed')}  ${f.key}: ${f.reason}\n`);
     const verb = options.dryRun ? 'would copy' : 'copied';
     out.line(
       `${out.color.green(`${verb} ${summary.copied}`)}, skipped ${summary.skipped}, ${
