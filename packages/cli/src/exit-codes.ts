@@ -29,7 +29,9 @@ export const EXIT_CODES = {
   INTEGRITY: 23,
   /** A value did not validate against its codec or schema (a `typed()` store). */
   INVALID_VALUE: 24,
-} as const satisfies Record<'OK' | 'FALSE' | 'USAGE' | 'INTERNAL' | KVErrorCode, number>;
+  /** Stopped by Ctrl-C (SIGINT) before the work was done: 128 + SIGINT, as shells report it. */
+  INTERRUPTED: 130,
+} as const satisfies Record<'OK' | 'FALSE' | 'USAGE' | 'INTERNAL' | 'INTERRUPTED' | KVErrorCode, number>;
 
 /** The exit status for an error thrown by a command. */
 export function exitCodeFor(error: unknown): number {

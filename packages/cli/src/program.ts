@@ -1,4 +1,5 @@
 import { createRequire } from 'node:module';
+import { isAbortError } from '@kv/core';
 import { Command, CommanderError } from 'commander';
 import { benchCommand } from './commands/bench.js';
 import { doctorCommand } from './commands/doctor.js';
@@ -18,6 +19,7 @@ Exit status:
   14  INVALID_ARGUMENT  15  VALUE_TOO_LARGE    16  NOT_SUPPORTED      17  UNAVAILABLE
   18  UNAUTHENTICATED   19  PERMISSION_DENIED  20  LOCK_LOST          21  CLOSED
   22  UNKNOWN_BACKEND   23  INTEGRITY          24  INVALID_VALUE
+  130 stopped by Ctrl-C before the work was done (copy, restore, bench, a lock wait)
   lock, elect: the command's own status (128+N if killed by signal N, 127 if it could
   not start, 20 LOCK_LOST if it was killed because the lock or leadership was lost)
 
@@ -51,9 +53,13 @@ export function buildProgram(interrupted: AbortSignal, setStatus: (status: numbe
     async (...args: unknown[]) => {
       const command = args[args.length - 1] as Command;
       const ctx = new Context(command.optsWithGlobals<GlobalOptions>(), interrupted);
-      setStatus(
-        await (fn as (ctx: Context, ...rest: unknown[]) => Promise<number>)(ctx, ...args.slice(0, -1)),
+      const status = await (fn as (ctx: Context, ...rest: unknown[]) => Promise<number>)(
+        ctx,
+        ...args.slice(0, -1),
       );
+      // A command that stopped early on Ctrl-C (copy, restore, bench) did not finish: say so.
+      const cut = interrupted.aborted && status === EXIT_CODES.OK && stopsEarly.has(command.name());
+      setStatus(cut ? EXIT_CODES.INTERRUPTED : status);
     };
 
   program
@@ -245,6 +251,9 @@ export function buildProgram(interrupted: AbortSignal, setStatus: (status: numbe
   return program;
 }
 
+/** Commands that end early on Ctrl-C with part of their work undone (watch ends normally on it). */
+const stopsEarly = new Set(['copy', 'restore', 'bench']);
+
 /** Runs `kv` with these arguments (without node and the script) and resolves to its exit status. */
 export async function run(argv: readonly string[], interrupted: AbortSignal): Promise<number> {
   let status: number = EXIT_CODES.OK;
@@ -259,6 +268,8 @@ export async function run(argv: readonly string[], interrupted: AbortSignal): Pr
       // --help and --version are not errors; everything else commander throws is a usage error.
       return error.exitCode === 0 ? EXIT_CODES.OK : EXIT_CODES.USAGE;
     }
+    // Ctrl-C during a call: the call stopped (nothing half-applied), exit as a shell does for SIGINT.
+    if (isAbortError(error) && interrupted.aborted) return EXIT_CODES.INTERRUPTED;
     process.stderr.write(`${errorLine(error)}\n`);
     return exitCodeFor(error);
   }

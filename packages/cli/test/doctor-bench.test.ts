@@ -2,7 +2,7 @@ import { join } from 'node:path';
 import { launchRedis, serverFor } from '@kv/test-servers';
 import { afterAll, describe, expect, it } from 'vitest';
 import { EXIT_CODES } from '../src/exit-codes.js';
-import { kv, tempDir } from './run-kv.js';
+import { finished, kv, lineMatching, startKv, tempDir } from './run-kv.js';
 
 const tmp = tempDir();
 afterAll(() => tmp.remove());
@@ -134,5 +134,17 @@ describe('kv bench', () => {
     const bad = await kv(['bench', '--ops', '0'], { url });
     expect(bad.status).toBe(EXIT_CODES.INVALID_ARGUMENT);
     expect(bad.stderr).toBe('kv: INVALID_ARGUMENT: --ops must be at least 1, got 0\n');
+  });
+
+  it('Ctrl-C stops it: exit 130, its directory removed', async () => {
+    const url = `sqlite:${join(tmp.dir, 'bench-interrupted.db')}`;
+    const bench = startKv(['bench', '--ops', '1000000'], { url });
+    const done = finished(bench);
+    await lineMatching(bench, /^kv bench: sqlite/);
+    bench.kill('SIGINT');
+    const result = await done;
+    expect(result.status, result.stderr).toBe(EXIT_CODES.INTERRUPTED);
+    expect(result.stderr).toBe('');
+    expect((await kv(['ls'], { url })).out).toBe('');
   });
 });

@@ -2,6 +2,7 @@ import { randomUUID } from 'node:crypto';
 import { createStore, InvalidArgumentError, type Store } from '@kv/core';
 import type { Context } from '../context.js';
 import { parseIndex } from '../durations.js';
+import { nextTick } from '../event-loop.js';
 import { EXIT_CODES } from '../exit-codes.js';
 
 export interface BenchOptions {
@@ -33,6 +34,8 @@ async function measure(
     const t = performance.now();
     await fn(i);
     samples.push(performance.now() - t);
+    // An embedded store (SQLite) answers in microtasks only: let signals (Ctrl-C) and timers in now and then.
+    if (i % 64 === 63) await nextTick();
   }
   const total = (performance.now() - start) / 1000;
   samples.sort((a, b) => a - b);
@@ -88,28 +91,35 @@ export async function benchCommand(ctx: Context, options: BenchOptions): Promise
       );
     };
     const key = (i: number) => `${dir}/k${i}`;
-    try {
-      report(await measure('put', ops, signal, (i) => store.put(key(i), value)));
-      report(await measure('get', ops, signal, (i) => store.get(key(i))));
-      report(
-        await measure('atomicPut (CAS)', ops, signal, async (i) => {
+    // Each figure in turn; Ctrl-C stops after the one being measured (the directory is still removed).
+    const steps: (() => Promise<Figure | undefined>)[] = [
+      () => measure('put', ops, signal, (i) => store.put(key(i), value)),
+      () => measure('get', ops, signal, (i) => store.get(key(i))),
+      () =>
+        measure('atomicPut (CAS)', ops, signal, async (i) => {
           const pair = await store.get(key(i));
           await store.atomicPut(key(i), value, pair);
         }),
-      );
-      report(await measure(`list (${ops} keys)`, 20, signal, () => store.list(dir)));
-      if (store.capabilities.lock) {
-        report(
-          await measure('lock + unlock', lockOps, signal, async () => {
-            const lock = store.newLock(`${dir}-lock`);
-            await lock.lock({ signal });
-            await lock.unlock();
-          }),
-        );
-      } else skipped(ctx, 'lock + unlock', store);
-      if (store.capabilities.watch) {
-        report(await watchLatency(store, url, `${dir}/watched`, Math.min(ops, 200), signal));
-      } else skipped(ctx, 'put -> watch event', store);
+      () => measure(`list (${ops} keys)`, 20, signal, () => store.list(dir)),
+      async () => {
+        if (!store.capabilities.lock) return skipped(ctx, 'lock + unlock', store);
+        return measure('lock + unlock', lockOps, signal, async () => {
+          const lock = store.newLock(`${dir}-lock`);
+          await lock.lock({ signal });
+          await lock.unlock();
+        });
+      },
+      async () => {
+        if (!store.capabilities.watch) return skipped(ctx, 'put -> watch event', store);
+        return watchLatency(store, url, `${dir}/watched`, Math.min(ops, 200), signal);
+      },
+    ];
+    try {
+      for (const step of steps) {
+        const figure = await step();
+        if (signal.aborted) break;
+        if (figure) report(figure);
+      }
     } finally {
       await store.deleteTree(dir);
     }
@@ -117,7 +127,7 @@ export async function benchCommand(ctx: Context, options: BenchOptions): Promise
   return EXIT_CODES.OK;
 }
 
-function skipped(ctx: Context, name: string, store: Store): void {
+function skipped(ctx: Context, name: string, store: Store): undefined {
   const reason = `not supported by the ${store.backend} backend`;
   if (ctx.out.json) ctx.out.record({ name, skipped: reason });
   else ctx.out.line(`${name.padEnd(24)} ${ctx.out.color.dim(`skipped: ${reason}`)}`);

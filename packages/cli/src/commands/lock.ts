@@ -51,7 +51,7 @@ export async function lockCommand(
     try {
       lease = await lock.lock({ signal: ctx.interrupted });
     } catch (error) {
-      if (isAbortError(error) && ctx.interrupted.aborted) return 128 + constants.signals.SIGINT;
+      if (isAbortError(error) && ctx.interrupted.aborted) return EXIT_CODES.INTERRUPTED;
       throw error;
     }
     try {
@@ -92,7 +92,7 @@ export async function electCommand(
     try {
       leadership = await campaign(store, key, campaignOptions);
     } catch (error) {
-      if (isAbortError(error) && ctx.interrupted.aborted) return 128 + constants.signals.SIGINT;
+      if (isAbortError(error) && ctx.interrupted.aborted) return EXIT_CODES.INTERRUPTED;
       throw error;
     }
     try {

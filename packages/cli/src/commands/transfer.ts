@@ -11,6 +11,7 @@ import {
 } from '@kv/core';
 import cliProgress from 'cli-progress';
 import type { Context } from '../context.js';
+import { nextTick } from '../event-loop.js';
 import { EXIT_CODES } from '../exit-codes.js';
 import { base64Of } from '../output.js';
 import { stdinLines } from '../stdin.js';
@@ -139,6 +140,8 @@ async function transfer(
       if (outcome.result === 'failed') failures.push(outcome);
       if (out.json) out.record(outcome);
       bar?.increment();
+      // An embedded destination answers in microtasks only: let Ctrl-C and the progress bar's timer in.
+      if ((summary.copied + summary.skipped + summary.failed) % 64 === 0) await nextTick();
     }
   };
   try {
