@@ -6,7 +6,7 @@ import { KVError, type KVErrorCode } from '@kv/core';
  */
 export const EXIT_CODES = {
   OK: 0,
-  /** `exists` on an absent key (like `test`), `copy`/`restore` with failed keys. */
+  /** `exists` on an absent key (like `test`), `copy`/`restore` with failed keys, `doctor` with a warning. */
   FALSE: 1,
   /** Bad flags or arguments (commander's usage errors). */
   USAGE: 2,
@@ -29,7 +29,9 @@ export const EXIT_CODES = {
   INTEGRITY: 23,
   /** A value did not validate against its codec or schema (a `typed()` store). */
   INVALID_VALUE: 24,
-} as const satisfies Record<'OK' | 'FALSE' | 'USAGE' | 'INTERNAL' | KVErrorCode, number>;
+  /** Stopped by Ctrl-C (SIGINT) before the work was done: 128 + SIGINT, as shells report it. */
+  INTERRUPTED: 130,
+} as const satisfies Record<'OK' | 'FALSE' | 'USAGE' | 'INTERNAL' | 'INTERRUPTED' | KVErrorCode, number>;
 
 /** The exit status for an error thrown by a command. */
 export function exitCodeFor(error: unknown): number {

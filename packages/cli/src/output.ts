@@ -40,13 +40,17 @@ export function colorsFor(stream: NodeJS.WriteStream): Colors {
 /** What every command writes through: people get tables and colour, `--json` gets NDJSON. */
 export class Output {
   readonly json: boolean;
+  /** Colours for stdout. */
   readonly color: Colors;
+  /** Colours for stderr: decided by stderr's own terminal, not stdout's (`kv copy > log`). */
+  readonly errColor: Colors;
   readonly stdout: NodeJS.WriteStream;
 
   constructor(json: boolean, stdout: NodeJS.WriteStream = process.stdout) {
     this.json = json;
     this.stdout = stdout;
     this.color = colorsFor(stdout);
+    this.errColor = colorsFor(process.stderr);
   }
 
   /** One NDJSON line. */

@@ -1,6 +1,10 @@
+import { createRequire } from 'node:module';
+import { isAbortError } from '@kv/core';
 import { Command, CommanderError } from 'commander';
+import { benchCommand } from './commands/bench.js';
+import { doctorCommand } from './commands/doctor.js';
 import { existsCommand, getCommand, lsCommand, putCommand, rmCommand } from './commands/keys.js';
-import { LOCK_ENV, lockCommand } from './commands/lock.js';
+import { ELECT_ENV, electCommand, LOCK_ENV, lockCommand } from './commands/lock.js';
 import { copyCommand, dumpCommand, restoreCommand } from './commands/transfer.js';
 import { watchCommand } from './commands/watch.js';
 import { Context, type GlobalOptions } from './context.js';
@@ -8,18 +12,22 @@ import { EXIT_CODES, errorLine, exitCodeFor } from './exit-codes.js';
 
 const EXIT_HELP = `
 Exit status:
-  0   success                 10  KEY_NOT_FOUND        17  UNAVAILABLE
-  1   exists: absent;         11  KEY_EXISTS           18  UNAUTHENTICATED
-      copy/restore: failures  12  KEY_MODIFIED         19  PERMISSION_DENIED
-  2   usage error             13  INVALID_KEY          20  LOCK_LOST
-  3   internal error          14  INVALID_ARGUMENT     21  CLOSED
-                              15  VALUE_TOO_LARGE      22  UNKNOWN_BACKEND
-                              16  NOT_SUPPORTED
-  lock: the command's own status (128+N if killed by signal N, 127 if it could not start)
+  0   success
+  1   exists: the key is absent; copy, restore: some keys failed; doctor: a check warns
+  2   usage error                3   internal error
+  10  KEY_NOT_FOUND     11  KEY_EXISTS         12  KEY_MODIFIED       13  INVALID_KEY
+  14  INVALID_ARGUMENT  15  VALUE_TOO_LARGE    16  NOT_SUPPORTED      17  UNAVAILABLE
+  18  UNAUTHENTICATED   19  PERMISSION_DENIED  20  LOCK_LOST          21  CLOSED
+  22  UNKNOWN_BACKEND   23  INTEGRITY          24  INVALID_VALUE
+  130 stopped by Ctrl-C before the work was done (copy, restore, bench, a lock wait)
+  lock, elect: the command's own status (128+N if killed by signal N, 127 if it could
+  not start, 20 LOCK_LOST if it was killed because the lock or leadership was lost)
 
 The store: --url URL or KV_URL, any URL createStore takes, e.g. sqlite:./kv.db,
 etcd://127.0.0.1:2379/app, redis://127.0.0.1:6379/app. The backend package
 (@kv/backend-<name>) must be installed next to @kv/cli.`;
+
+const { version } = createRequire(import.meta.url)('../package.json') as { version: string };
 
 function examples(...lines: string[]): string {
   return `\nExamples:\n${lines.map((l) => `  $ ${l}`).join('\n')}`;
@@ -32,6 +40,7 @@ export function buildProgram(interrupted: AbortSignal, setStatus: (status: numbe
   const program = new Command('kv');
   program
     .description('Read, change, watch and lock any kv store; copy, dump and restore between backends.')
+    .version(version, '-V, --version')
     .option('--url <url>', 'the store URL (default: $KV_URL)')
     .option('--json', 'machine-readable output: one JSON object per line')
     .addHelpText('after', EXIT_HELP)
@@ -44,9 +53,13 @@ export function buildProgram(interrupted: AbortSignal, setStatus: (status: numbe
     async (...args: unknown[]) => {
       const command = args[args.length - 1] as Command;
       const ctx = new Context(command.optsWithGlobals<GlobalOptions>(), interrupted);
-      setStatus(
-        await (fn as (ctx: Context, ...rest: unknown[]) => Promise<number>)(ctx, ...args.slice(0, -1)),
+      const status = await (fn as (ctx: Context, ...rest: unknown[]) => Promise<number>)(
+        ctx,
+        ...args.slice(0, -1),
       );
+      // A command that stopped early on Ctrl-C (copy, restore, bench) did not finish: say so.
+      const cut = interrupted.aborted && status === EXIT_CODES.OK && stopsEarly.has(command.name());
+      setStatus(cut ? EXIT_CODES.INTERRUPTED : status);
     };
 
   program
@@ -144,6 +157,28 @@ export function buildProgram(interrupted: AbortSignal, setStatus: (status: numbe
     );
 
   program
+    .command('elect')
+    .description(
+      `campaign for leadership of KEY (the campaign() recipe) and run COMMAND while leading; the fencing token is in $${ELECT_ENV.token}. The command is killed if leadership is lost; this candidate resigns when it exits, so a waiting one leads at once`,
+    )
+    .argument('<key>')
+    .argument('<command...>', 'the command and its arguments, after --')
+    .option('--ttl <duration>', 'how soon a dead leader is replaced (default 15s)')
+    .option('--value <text>', 'stored at KEY while leading: what observers see (e.g. the host name)')
+    .option('--kill-grace <duration>', 'after a loss: SIGTERM, then SIGKILL this long after', '10s')
+    .addHelpText(
+      'after',
+      examples(
+        'kv elect --value "$(hostname)" election/scheduler -- ./scheduler',
+        `kv elect --ttl 5s election/cron -- sh -c 'run-jobs --fence "$${ELECT_ENV.token}"'`,
+        'kv watch election/scheduler    # who leads now, and every change',
+      ),
+    )
+    .action(
+      action((ctx, key: string, command: string[], opts: object) => electCommand(ctx, key, command, opts)),
+    );
+
+  program
     .command('copy')
     .description(
       'copy every key from one store to another (values byte for byte), with CAS on the destination: an existing different value is skipped unless --overwrite, a key changed during the copy is never overwritten; a rerun resumes',
@@ -180,8 +215,44 @@ export function buildProgram(interrupted: AbortSignal, setStatus: (status: numbe
     )
     .action(action((ctx, opts: object) => restoreCommand(ctx, opts)));
 
+  program
+    .command('doctor')
+    .description(
+      'connect and report: server version, round trip, the capabilities table, and checks of what bites users (Redis keyspace notifications, Consul session_ttl_min, etcd minimum lease, clock skew); what cannot be checked on a backend is shown as skip with the reason',
+    )
+    .addHelpText(
+      'after',
+      examples(
+        'kv --url redis://127.0.0.1:6379/app doctor',
+        'kv doctor --json | jq \'.checks[] | select(.status != "ok")\'',
+      ),
+    )
+    .action(action((ctx) => doctorCommand(ctx)));
+
+  program
+    .command('bench')
+    .description(
+      'measure the store at --url: put, get, CAS, list, lock + unlock and put -> watch event, one call at a time (ops/s, p50, p99); writes only below its own directory, removed at the end',
+    )
+    .option('--ops <n>', 'operations per figure', '200')
+    .option('--lock-ops <n>', 'lock + unlock rounds', '50')
+    .option('--value-size <bytes>', 'size of each value', '100')
+    .option('--dir <dir>', 'the directory to write below (default: kv-bench-<random>)')
+    .addHelpText(
+      'after',
+      examples(
+        'kv --url etcd://127.0.0.1:2379/app bench',
+        'kv bench --ops 5000 --value-size 1024',
+        "kv bench --json | jq -r '[.name, .opsPerSecond, .p99Ms] | @tsv'",
+      ),
+    )
+    .action(action((ctx, opts: object) => benchCommand(ctx, opts)));
+
   return program;
 }
+
+/** Commands that end early on Ctrl-C with part of their work undone (watch ends normally on it). */
+const stopsEarly = new Set(['copy', 'restore', 'bench']);
 
 /** Runs `kv` with these arguments (without node and the script) and resolves to its exit status. */
 export async function run(argv: readonly string[], interrupted: AbortSignal): Promise<number> {
@@ -197,6 +268,8 @@ export async function run(argv: readonly string[], interrupted: AbortSignal): Pr
       // --help and --version are not errors; everything else commander throws is a usage error.
       return error.exitCode === 0 ? EXIT_CODES.OK : EXIT_CODES.USAGE;
     }
+    // Ctrl-C during a call: the call stopped (nothing half-applied), exit as a shell does for SIGINT.
+    if (isAbortError(error) && interrupted.aborted) return EXIT_CODES.INTERRUPTED;
     process.stderr.write(`${errorLine(error)}\n`);
     return exitCodeFor(error);
   }

@@ -2,6 +2,7 @@ import { randomBytes } from 'node:crypto';
 import { join } from 'node:path';
 import { afterAll, describe, expect, it } from 'vitest';
 import { EXIT_CODES } from '../src/exit-codes.js';
+import { buildProgram } from '../src/program.js';
 import { kv, tempDir } from './run-kv.js';
 
 const ESC = '\u001b[';
@@ -11,7 +12,7 @@ let n = 0;
 /** A fresh SQLite store per test. */
 const freshUrl = () => `sqlite:${join(tmp.dir, `keys-${n++}.db`)}`;
 
-describe('kv get / put / rm / ls / exists on SQLite', () => {
+describe.concurrent('kv get / put / rm / ls / exists on SQLite', () => {
   it('puts and gets a value; rm removes it; a missing key is KEY_NOT_FOUND (exit 10)', async () => {
     const url = freshUrl();
     expect((await kv(['put', 'config/db/url', 'postgres://db-1/app'], { url })).status).toBe(0);
@@ -138,7 +139,7 @@ describe('kv get / put / rm / ls / exists on SQLite', () => {
   });
 });
 
-describe('kv errors: one line on stderr with the code, a distinct exit status per class', () => {
+describe.concurrent('kv errors: one line on stderr with the code, a distinct exit status per class', () => {
   const url = freshUrl();
   const cases: [string, string[], Record<string, string>, number, RegExp][] = [
     ['invalid key', ['get', 'a//b'], { KV_URL: url }, EXIT_CODES.INVALID_KEY, /^kv: INVALID_KEY: /],
@@ -200,10 +201,26 @@ describe('kv errors: one line on stderr with the code, a distinct exit status pe
     const top = await kv(['--help']);
     expect(top.status).toBe(0);
     expect(top.out).toMatch(/Exit status:/);
-    for (const command of ['get', 'put', 'rm', 'ls', 'exists', 'watch', 'lock', 'copy', 'dump', 'restore']) {
-      const help = await kv([command, '--help']);
-      expect(help.status, command).toBe(0);
-      expect(help.out, command).toMatch(/Examples:\n {2}\$ kv /);
+    // Every command the program has (so a new one without examples fails here). The text is what
+    // `kv COMMAND --help` prints (commander's help with its after-text), rendered in-process.
+    let text = '';
+    const program = buildProgram(new AbortController().signal, () => {});
+    const commands = program.commands;
+    expect(commands.map((c) => c.name())).toEqual(
+      expect.arrayContaining(['lock', 'elect', 'copy', 'dump', 'restore', 'doctor', 'bench']),
+    );
+    for (const command of commands) {
+      text = '';
+      command.configureOutput({
+        writeOut: (chunk) => {
+          text += chunk;
+        },
+      });
+      command.outputHelp();
+      expect(text, command.name()).toMatch(/Examples:\n {2}\$ kv /);
     }
+    const one = await kv(['bench', '--help']);
+    expect(one.status).toBe(0);
+    expect(one.out).toMatch(/^Usage: kv bench \[options\]\n[\s\S]*Examples:\n {2}\$ kv /);
   });
 });

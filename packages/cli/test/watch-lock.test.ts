@@ -71,8 +71,8 @@ async function exclusion(url: string, key: string) {
 }
 
 /** A holder whose lock key is deleted loses the lock: its command is killed, kv exits LOCK_LOST. */
-async function killedOnLoss(url: string, key: string) {
-  const holder = startKv(['lock', '--ttl', '5s', key, '--', 'sh', '-c', 'echo held; sleep 120'], { url });
+async function killedOnLoss(url: string, key: string, command: 'lock' | 'elect' = 'lock') {
+  const holder = startKv([command, '--ttl', '5s', key, '--', 'sh', '-c', 'echo held; sleep 120'], { url });
   const done = finished(holder);
   await lineMatching(holder, /^held$/);
   expect((await kv(['rm', key], { url })).status).toBe(0);
@@ -80,7 +80,7 @@ async function killedOnLoss(url: string, key: string) {
   expect(result.status).toBe(EXIT_CODES.LOCK_LOST);
   expect(result.stderr).toMatch(/^kv: LOCK_LOST: /m);
   // The lock is free again: another holder gets it at once.
-  const next = await kv(['lock', key, '--', 'sh', '-c', 'echo "$KV_FENCING_TOKEN"'], { url });
+  const next = await kv([command, key, '--', 'sh', '-c', 'echo "$KV_FENCING_TOKEN"'], { url });
   expect(next.status).toBe(0);
 }
 
@@ -101,6 +101,70 @@ describe('kv lock on SQLite', () => {
   });
   it('excludes between processes', () => exclusion(freshUrl(), 'jobs/x'));
   it('kills the command when the lock is lost', () => killedOnLoss(freshUrl(), 'jobs/y'));
+});
+
+describe('kv elect on SQLite', () => {
+  const leader = (url: string, name: string) =>
+    startKv(
+      [
+        'elect',
+        '--ttl',
+        '2s',
+        '--value',
+        name,
+        'election/x',
+        '--',
+        'sh',
+        '-c',
+        // $$ is the command's pid (its own process group): the test ends it if kv is SIGKILLed.
+        'echo "leading $KV_FENCING_TOKEN $KV_ELECTION_KEY $$"; exec sleep 60',
+      ],
+      { url },
+    );
+  const parse = (line: string) => {
+    const [, token, key, pid] = line.split(' ');
+    return { token: Number(token), key, pid: Number(pid) };
+  };
+
+  it('one leader at a time; the next leads when the leader is killed, and at once when it exits', async () => {
+    const url = freshUrl();
+    const a = leader(url, 'A');
+    const aDone = finished(a);
+    const aLead = parse(await lineMatching(a, /^leading /));
+    expect(aLead.key).toBe('election/x');
+    const b = leader(url, 'B');
+    const bDone = finished(b);
+    let bLeadsAt = Number.POSITIVE_INFINITY;
+    const bLeading = lineMatching(b, /^leading /).then((line) => {
+      bLeadsAt = performance.now();
+      return parse(line);
+    });
+    // A window in which B is up and campaigning (a process starts in well under 2 s) while A leads:
+    // B must not run its command in it.
+    await new Promise((resolve) => setTimeout(resolve, 2_000));
+    expect(bLeadsAt).toBe(Number.POSITIVE_INFINITY);
+    expect(b.exitCode).toBeNull();
+    expect((await kv(['get', 'election/x'], { url })).out).toBe('A');
+    const killedAt = performance.now();
+    a.kill('SIGKILL'); // no resign: B leads once A's ttl runs out
+    try {
+      const bLead = await bLeading;
+      expect(bLeadsAt).toBeGreaterThan(killedAt);
+      expect(bLead.token).toBeGreaterThan(aLead.token);
+      expect((await kv(['get', 'election/x'], { url })).out).toBe('B');
+    } finally {
+      process.kill(-aLead.pid, 'SIGKILL'); // kv was SIGKILLed: its command is ours to end
+    }
+    expect((await aDone).signal).toBe('SIGKILL');
+    // SIGTERM ends B cleanly: its command is stopped, it resigns, the next candidate leads at once.
+    b.kill('SIGTERM');
+    expect((await bDone).status).toBe(128 + 15);
+    const c = await kv(['elect', 'election/x', '--', 'sh', '-c', 'echo "$KV_FENCING_TOKEN"'], { url });
+    expect(c.status).toBe(0);
+    expect(Number(c.out.trim())).toBeGreaterThan(aLead.token);
+  });
+
+  it('kills the command when leadership is lost', () => killedOnLoss(freshUrl(), 'election/y', 'elect'));
 });
 
 describe('kv lock on etcd', async () => {

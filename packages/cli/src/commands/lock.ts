@@ -1,6 +1,13 @@
 import { type ChildProcess, spawn } from 'node:child_process';
 import { constants } from 'node:os';
-import { InvalidArgumentError, isAbortError, type LockLease, type LockOptions } from '@kv/core';
+import {
+  type CampaignOptions,
+  campaign,
+  InvalidArgumentError,
+  isAbortError,
+  type LockLease,
+  type LockOptions,
+} from '@kv/core';
 import type { Context } from '../context.js';
 import { parseDuration } from '../durations.js';
 import { EXIT_CODES, errorLine } from '../exit-codes.js';
@@ -13,6 +20,8 @@ export interface LockCommandOptions {
 
 /** The environment variables the command gets while it holds the lock. */
 export const LOCK_ENV = { token: 'KV_FENCING_TOKEN', key: 'KV_LOCK_KEY' } as const;
+/** The environment variables the command gets while it leads (`kv elect`). */
+export const ELECT_ENV = { token: 'KV_FENCING_TOKEN', key: 'KV_ELECTION_KEY' } as const;
 
 /** Exit status when the command could not be started (as shells do for "command not found"). */
 const NOT_STARTED = 127;
@@ -31,34 +40,77 @@ export async function lockCommand(
   const [file, ...args] = command;
   if (file === undefined)
     throw new InvalidArgumentError('lock needs a command to run: kv lock KEY -- COMMAND [ARGS]');
+  const grace = killGrace(options);
   const lockOptions: LockOptions = {
     ...(options.ttl === undefined ? {} : { ttl: parseDuration(options.ttl, '--ttl') }),
     ...(options.value === undefined ? {} : { value: options.value }),
   };
-  const grace = options.killGrace === undefined ? 10_000 : parseDuration(options.killGrace, '--kill-grace');
   return ctx.withStore(async (store) => {
     const lock = store.newLock(key, lockOptions);
     let lease: LockLease;
     try {
       lease = await lock.lock({ signal: ctx.interrupted });
     } catch (error) {
-      if (isAbortError(error) && ctx.interrupted.aborted) return 128 + constants.signals.SIGINT;
+      if (isAbortError(error) && ctx.interrupted.aborted) return EXIT_CODES.INTERRUPTED;
       throw error;
     }
     try {
-      return await runHolding(ctx, file, args, key, lease, grace);
+      const env = { [LOCK_ENV.token]: String(lease.fencingToken), [LOCK_ENV.key]: key };
+      return await runHolding(ctx, file, args, env, lease, grace);
     } finally {
       await lock.unlock();
     }
   });
 }
 
+function killGrace(options: LockCommandOptions): number {
+  return options.killGrace === undefined ? 10_000 : parseDuration(options.killGrace, '--kill-grace');
+}
+
+/**
+ * `kv elect KEY -- COMMAND [ARGS]`: campaigns (the `campaign()` recipe) until this process leads,
+ * runs COMMAND while leading (fencing token in `KV_FENCING_TOKEN`), kills it if leadership is
+ * lost, resigns when it exits (a waiting candidate leads at once), exits with its status.
+ */
+export async function electCommand(
+  ctx: Context,
+  key: string,
+  command: readonly string[],
+  options: LockCommandOptions,
+): Promise<number> {
+  const [file, ...args] = command;
+  if (file === undefined)
+    throw new InvalidArgumentError('elect needs a command to run: kv elect KEY -- COMMAND [ARGS]');
+  const grace = killGrace(options);
+  const campaignOptions: CampaignOptions = {
+    signal: ctx.interrupted,
+    ...(options.ttl === undefined ? {} : { ttl: parseDuration(options.ttl, '--ttl') }),
+    ...(options.value === undefined ? {} : { value: options.value }),
+  };
+  return ctx.withStore(async (store) => {
+    let leadership: Awaited<ReturnType<typeof campaign>>;
+    try {
+      leadership = await campaign(store, key, campaignOptions);
+    } catch (error) {
+      if (isAbortError(error) && ctx.interrupted.aborted) return EXIT_CODES.INTERRUPTED;
+      throw error;
+    }
+    try {
+      const env = { [ELECT_ENV.token]: String(leadership.fencingToken), [ELECT_ENV.key]: key };
+      return await runHolding(ctx, file, args, env, leadership, grace);
+    } finally {
+      await leadership.resign();
+    }
+  });
+}
+
+/** Runs the command while `lease.lost` has not aborted; kills it (its process group) when it does. */
 function runHolding(
   ctx: Context,
   file: string,
   args: string[],
-  key: string,
-  lease: LockLease,
+  extraEnv: Record<string, string>,
+  lease: Pick<LockLease, 'lost'>,
   grace: number,
 ): Promise<number> {
   return new Promise((resolve) => {
@@ -71,7 +123,7 @@ function runHolding(
     const child: ChildProcess = spawn(file, args, {
       stdio: 'inherit',
       detached: true,
-      env: { ...process.env, [LOCK_ENV.token]: String(lease.fencingToken), [LOCK_ENV.key]: key },
+      env: { ...process.env, ...extraEnv },
     });
     let lost = false;
     let escalation: NodeJS.Timeout | undefined;
