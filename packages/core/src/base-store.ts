@@ -4,6 +4,7 @@ import { Channel, type ChannelOptions, WATCH_BUFFER_BYTES, weighWatchState } fro
 import {
   abortError,
   ClosedError,
+  describeValue,
   InvalidArgumentError,
   InvalidKeyError,
   KeyNotFoundError,
@@ -457,12 +458,16 @@ export abstract class BaseStore implements Store {
   /** Validates ttl and keepAlive as the Store's writes do; for a backend's own write calls. */
   protected writeOptions(options: WriteOptions | undefined, signal: AbortSignal): PrimitiveWriteOptions {
     checkOptions(options, WRITE_OPTIONS);
-    let ttl = options?.ttl;
+    const ttl = options?.ttl;
     const keepAlive = options?.keepAlive === true;
     if (ttl !== undefined || keepAlive) {
       if (!this.capabilities.ttl) throw new NotSupportedError(this.backend, 'ttl');
       if (keepAlive && !this.capabilities.keepAlive) throw new NotSupportedError(this.backend, 'keepAlive');
-      if (ttl === undefined) ttl = Math.max(DEFAULT_KEEPALIVE_TTL, this.capabilities.minTtl);
+      if (ttl === undefined) {
+        throw new InvalidArgumentError(
+          `keepAlive needs a ttl: the key expires within its ttl after the store closes or its process dies, e.g. { ttl: ${Math.max(DEFAULT_KEEPALIVE_TTL, this.capabilities.minTtl)}, keepAlive: true }`,
+        );
+      }
       this.checkTtl(ttl, 'ttl');
     }
     return { signal, ttl, keepAlive };
@@ -472,7 +477,7 @@ export abstract class BaseStore implements Store {
   protected checkTtl(ttl: number, what: string): void {
     if (typeof ttl !== 'number' || !Number.isSafeInteger(ttl) || ttl <= 0 || ttl > MAX_TIMER_MS) {
       throw new InvalidArgumentError(
-        `${what} must be a positive integer number of ms up to ${MAX_TIMER_MS}, got ${String(ttl)}`,
+        `${what} must be a positive integer number of ms up to ${MAX_TIMER_MS}, got ${describeValue(ttl)}`,
       );
     }
     if (ttl < this.capabilities.minTtl) {

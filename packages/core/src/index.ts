@@ -28,6 +28,7 @@ export {
   AuthenticationError,
   abortError,
   ClosedError,
+  describeValue,
   IntegrityError,
   InvalidArgumentError,
   InvalidKeyError,
