@@ -131,8 +131,9 @@ function toRaw(row: Row): RawPair {
  * change log with sequence numbers, found by polling `PRAGMA data_version`.
  */
 export class SqliteStore extends BaseStore {
-  /** The better-sqlite3 connection, for anything the Store does not cover. */
-  readonly db: Database.Database;
+  // The better-sqlite3 connection: private, so better-sqlite3's types stay out of this package's
+  // public types (a project with `skipLibCheck: false` would need `@types/better-sqlite3`).
+  private readonly db: Database.Database;
   readonly path: string;
   private readonly id = randomUUID();
   private readonly notifier: Notifier;
@@ -186,7 +187,7 @@ export class SqliteStore extends BaseStore {
       this.db.pragma('synchronous = NORMAL');
       this.db.exec(SCHEMA);
     } catch (error) {
-      (this as { db?: Database.Database }).db?.close();
+      (this as unknown as { db?: Database.Database }).db?.close();
       const directory = dirname(resolve(path));
       if (!isMemoryPath(path) && !existsSync(directory)) {
         throw new InvalidArgumentError(

@@ -37,7 +37,7 @@ describeConformance({
   // A killed process just stops touching the file: closing the connection
   // underneath the store stops its renewals and releases, as death would.
   crash: (store) => {
-    (store as SqliteStore).db.close();
+    (store as unknown as { db: { close(): void } }).db.close();
   },
   // The multi-process recipe cases: child processes open the same file.
   processes: {
