@@ -4,7 +4,6 @@ import { join } from 'node:path';
 import { createStore, type Store } from '@kv/core';
 import { describeConformance } from '@kv/core/conformance';
 import { afterAll } from 'vitest';
-import type { SqliteStore } from '../src/index.js';
 import '@kv/backend-sqlite';
 
 // One file shared by every store the kit opens, as processes would share it.
