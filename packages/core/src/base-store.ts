@@ -2,7 +2,6 @@ import { setMaxListeners } from 'node:events';
 import { MAX_TIMER_MS, runBounded } from './call.js';
 import { Channel, type ChannelOptions, WATCH_BUFFER_BYTES, weighWatchState } from './channel.js';
 import {
-  abortError,
   ClosedError,
   describeValue,
   InvalidArgumentError,
@@ -190,14 +189,29 @@ export abstract class BaseStore implements Store {
   // ---- the Store ----
 
   get(key: string, options?: ReadOptions): Promise<KVPair> {
+    return this.read('get', key, options, (pair, full) => {
+      if (!pair) throw new KeyNotFoundError(stripPrefix(this.prefix, full));
+      return this.toPair(pair);
+    });
+  }
+
+  tryGet(key: string, options?: ReadOptions): Promise<KVPair | null> {
+    return this.read('tryGet', key, options, (pair) => (pair ? this.toPair(pair) : null));
+  }
+
+  /** One `_get` of `key`, bounded as every read is; `finish` turns what it found into the result. */
+  private read<T>(
+    operation: string,
+    key: string,
+    options: ReadOptions | undefined,
+    finish: (pair: RawPair | null, full: string) => T,
+  ): Promise<T> {
     return this.run(
-      'get',
+      operation,
       options,
       async (signal) => {
         const full = this.fullKey(key);
-        const pair = await this._get(full, this.readOptions(options, signal));
-        if (!pair) throw new KeyNotFoundError(stripPrefix(this.prefix, full));
-        return this.toPair(pair);
+        return finish(await this._get(full, this.readOptions(options, signal)), full);
       },
       'read',
     );
@@ -518,8 +532,9 @@ export abstract class BaseStore implements Store {
   /**
    * Runs a backend source into a channel the consumer pulls from. The source
    * stops when the consumer stops, the caller aborts or the store closes; the
-   * latter two end iteration normally, any other failure is thrown from the
-   * iterator as a `KVError`.
+   * latter two end iteration normally (an abort also when the signal was
+   * already aborted: the watch never throws `AbortError`), any other failure
+   * is thrown from the iterator as a `KVError`.
    */
   private pump<R, T>(
     operation: string,
@@ -541,8 +556,9 @@ export abstract class BaseStore implements Store {
       return channel;
     }
     const user = options?.signal;
+    // Aborting is the caller's "stop": before the watch starts or during it, it ends the same way.
     if (user?.aborted) {
-      channel.fail(abortError(user));
+      channel.end();
       return channel;
     }
     const stop = () => controller.abort();
