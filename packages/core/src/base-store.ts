@@ -189,18 +189,22 @@ export abstract class BaseStore implements Store {
   // ---- the Store ----
 
   get(key: string, options?: ReadOptions): Promise<KVPair> {
-    return this.read('get', key, options, (pair, full) => {
+    return this.#read('get', key, options, (pair, full) => {
       if (!pair) throw new KeyNotFoundError(stripPrefix(this.prefix, full));
       return this.toPair(pair);
     });
   }
 
   tryGet(key: string, options?: ReadOptions): Promise<KVPair | null> {
-    return this.read('tryGet', key, options, (pair) => (pair ? this.toPair(pair) : null));
+    return this.#read('tryGet', key, options, (pair) => (pair ? this.toPair(pair) : null));
   }
 
-  /** One `_get` of `key`, bounded as every read is; `finish` turns what it found into the result. */
-  private read<T>(
+  /**
+   * One `_get` of `key`, bounded as every read is; `finish` turns what it
+   * found into the result. An ES private name, so a backend's own `read`
+   * does not clash with it.
+   */
+  #read<T>(
     operation: string,
     key: string,
     options: ReadOptions | undefined,
