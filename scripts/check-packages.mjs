@@ -1,68 +1,147 @@
 // Checks each public package the way a user installs it: publint on the
-// package, @arethetypeswrong/cli on the packed tarball (ESM only), and that
-// every relative link of a shipped Markdown file to a file of the package
-// points at a file the package ships.
+// package and @arethetypeswrong/cli on the packed tarball (ESM only), then,
+// on the packed tarball itself:
+// - every source map (.js.map and .d.ts.map) resolves: its sources are in the
+//   tarball or embedded, so stack traces and go-to-definition lead somewhere;
+// - `repository`, `homepage` and `bugs` match the root's repository URL
+//   (`node scripts/package-meta.mjs` writes them);
+// - the README has no relative links (they break on the npm page), and the
+//   relative links of other shipped Markdown files point at shipped files;
+// - the public types import only packages the user gets with their types
+//   (a dependency that ships types, or its @types package as a dependency),
+//   so a project with `skipLibCheck: false` compiles.
 import { execFileSync } from 'node:child_process';
-import { readdirSync, readFileSync } from 'node:fs';
-import { dirname, join, relative, resolve } from 'node:path';
-
-/** Links of shipped Markdown files to files of the package that the tarball lacks. */
-function unshippedLinks(path) {
-  const packed = JSON.parse(
-    execFileSync('npm', ['pack', '--dry-run', '--json'], {
-      cwd: path,
-      encoding: 'utf8',
-      stdio: ['ignore', 'pipe', 'ignore'],
-    }),
-  );
-  const files = new Set(packed[0].files.map((file) => file.path));
-  const missing = [];
-  for (const file of files) {
-    if (!file.endsWith('.md')) continue;
-    const text = readFileSync(join(path, file), 'utf8');
-    for (const [, target] of text.matchAll(/\]\(([^)\s#]+)(?:#[^)]*)?\)/g)) {
-      if (/^[a-z]+:/i.test(target)) continue;
-      const inside = relative(path, resolve(path, dirname(file), target));
-      if (inside.startsWith('..')) continue; // outside the package: the repository's, not the tarball's
-      const shipped = files.has(inside) || [...files].some((f) => f.startsWith(`${inside}/`));
-      if (!shipped) missing.push(`${file} links to ${target}, which the package does not ship`);
-    }
-  }
-  return missing;
-}
+import { existsSync, mkdtempSync, readFileSync, rmSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { dirname, join, posix } from 'node:path';
+import { expectedMeta, publicPackages, relativeLinks, repositoryUrl } from './package-meta.mjs';
 
 const root = new URL('..', import.meta.url).pathname;
 const bin = (name) => join(root, 'node_modules', '.bin', name);
+const isDeepStrictEqual = (a, b) => JSON.stringify(a) === JSON.stringify(b);
 let failed = 0;
-for (const dir of readdirSync(join(root, 'packages')).sort()) {
-  const path = join(root, 'packages', dir);
-  let pkg;
-  try {
-    pkg = JSON.parse(readFileSync(join(path, 'package.json'), 'utf8'));
-  } catch {
-    continue;
+const report = (name, check, problems) => {
+  if (problems.length === 0) {
+    console.log(`ok   ${name}: ${check}`);
+    return;
   }
-  if (pkg.private) continue;
-  const links = unshippedLinks(path);
-  if (links.length > 0) {
-    failed++;
-    console.log(`FAIL ${pkg.name}: links\n  ${links.join('\n  ')}`);
-  } else {
-    console.log(`ok   ${pkg.name}: links`);
-  }
-  for (const [tool, args] of [
-    ['publint', ['--strict', path]],
-    ['attw', ['--pack', path, '--profile', 'esm-only', '--format', 'table-flipped']],
-  ]) {
-    try {
-      execFileSync(bin(tool), args, { stdio: 'pipe', encoding: 'utf8' });
-      console.log(`ok   ${pkg.name}: ${tool}`);
-    } catch (error) {
-      failed++;
-      console.log(`FAIL ${pkg.name}: ${tool}\n${error.stdout ?? ''}${error.stderr ?? ''}`);
+  failed++;
+  console.log(`FAIL ${name}: ${check}\n${problems.map((p) => `  - ${p}`).join('\n')}`);
+};
+
+const repo = repositoryUrl();
+const work = mkdtempSync(join(tmpdir(), 'kv-check-packages-'));
+try {
+  for (const { dir, path, pkg } of publicPackages()) {
+    const packed = JSON.parse(
+      execFileSync('pnpm', ['pack', '--json', '--pack-destination', work], {
+        cwd: path,
+        encoding: 'utf8',
+        stdio: ['ignore', 'pipe', 'pipe'],
+      }),
+    );
+    for (const [tool, args] of [
+      ['publint', ['--strict', path]],
+      ['attw', [packed.filename, '--profile', 'esm-only', '--format', 'table-flipped']],
+    ]) {
+      try {
+        execFileSync(bin(tool), args, { stdio: 'pipe', encoding: 'utf8' });
+        report(pkg.name, tool, []);
+      } catch (error) {
+        report(pkg.name, tool, [`${error.stdout ?? ''}${error.stderr ?? ''}`]);
+      }
     }
+    const unpacked = join(work, dir);
+    execFileSync('mkdir', ['-p', unpacked]);
+    execFileSync('tar', ['-xzf', packed.filename, '-C', unpacked]);
+    const files = new Set(packed.files.map((f) => f.path));
+    const read = (file) => readFileSync(join(unpacked, 'package', file), 'utf8');
+
+    const mapProblems = [];
+    for (const file of files) {
+      if (!file.endsWith('.map')) continue;
+      const map = JSON.parse(read(file));
+      map.sources.forEach((source, i) => {
+        const target = posix.normalize(posix.join(posix.dirname(file), map.sourceRoot ?? '', source));
+        if (!files.has(target) && typeof map.sourcesContent?.[i] !== 'string') {
+          mapProblems.push(`${file} points at ${target}, which is not in the package`);
+        }
+      });
+    }
+    report(pkg.name, 'source maps resolve in the tarball', mapProblems);
+
+    const manifest = JSON.parse(read('package.json'));
+    const meta = expectedMeta(dir, repo);
+    const metaProblems = Object.entries(meta)
+      .filter(([key, value]) => !isDeepStrictEqual(manifest[key], value))
+      .map(([key, value]) => `${key} is ${JSON.stringify(manifest[key])}, expected ${JSON.stringify(value)}`);
+    if (metaProblems.length > 0) metaProblems.push('run `node scripts/package-meta.mjs`');
+    report(pkg.name, 'repository, homepage, bugs', metaProblems);
+
+    const readme = files.has('README.md') ? read('README.md') : '';
+    report(
+      pkg.name,
+      'README links work on npm',
+      relativeLinks(readme).map((link) => `relative link ${link} (run \`node scripts/package-meta.mjs\`)`),
+    );
+
+    // Other shipped Markdown (guides, the kit's README) may link relatively to files of the package:
+    // those files must be in the tarball.
+    const linkProblems = [];
+    for (const file of files) {
+      if (!file.endsWith('.md') || file === 'README.md') continue;
+      for (const target of relativeLinks(read(file))) {
+        const inside = posix.normalize(posix.join(posix.dirname(file), target.split('#')[0]));
+        if (inside.startsWith('..')) continue; // outside the package: the repository's, not the tarball's
+        const shipped =
+          files.has(inside) || [...files].some((f) => f.startsWith(`${inside.replace(/\/$/, '')}/`));
+        if (!shipped) linkProblems.push(`${file} links to ${target}, which the package does not ship`);
+      }
+    }
+    report(pkg.name, 'links of shipped Markdown files resolve in the tarball', linkProblems);
+
+    const typeProblems = [];
+    const deps = { ...manifest.dependencies, ...manifest.peerDependencies };
+    const seen = new Set();
+    for (const file of files) {
+      if (!file.endsWith('.d.ts')) continue;
+      for (const [, spec] of read(file).matchAll(/(?:from\s+|import\(\s*)['"]([^'"]+)['"]/g)) {
+        if (spec.startsWith('.') || spec.startsWith('node:')) continue;
+        const name = spec.startsWith('@') ? spec.split('/').slice(0, 2).join('/') : spec.split('/')[0];
+        if (seen.has(name)) continue;
+        seen.add(name);
+        if (!(name in deps)) {
+          typeProblems.push(`${file} imports ${name}, which is not a dependency`);
+          continue;
+        }
+        const typesPackage = `@types/${name.replace(/^@([^/]+)\//, '$1__')}`;
+        if (shipsTypes(path, name) || typesPackage in deps) continue;
+        typeProblems.push(`${file} imports ${name}, whose types (${typesPackage}) are not a dependency`);
+      }
+    }
+    report(pkg.name, 'public types need no extra @types packages', typeProblems);
   }
+} finally {
+  rmSync(work, { recursive: true, force: true });
 }
+
+/** Whether an installed package (as seen from `from`, a package directory) carries its own type declarations. */
+function shipsTypes(from, name) {
+  let manifestPath;
+  for (let dir = from; ; dir = dirname(dir)) {
+    const candidate = join(dir, 'node_modules', name, 'package.json');
+    if (existsSync(candidate)) {
+      manifestPath = candidate;
+      break;
+    }
+    if (dirname(dir) === dir) return false;
+  }
+  const manifest = JSON.parse(readFileSync(manifestPath, 'utf8'));
+  if (manifest.types || manifest.typings) return true;
+  const exported = JSON.stringify(manifest.exports ?? {});
+  return exported.includes('"types"') || existsSync(join(dirname(manifestPath), 'index.d.ts'));
+}
+
 if (failed > 0) {
   console.log(`${failed} package check(s) failed`);
   process.exit(1);

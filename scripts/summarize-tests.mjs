@@ -1,6 +1,8 @@
 // Adds up the vitest JSON reports of every package and prints the one line
 // CI reads: `N passed, N failed, N skipped`. A package with a test script
 // but no report (its run crashed or never started) counts as one failure.
+// Reports of the runs on other Node versions (`.vitest-report-node<N>.json`,
+// written by scripts/node-versions/run.sh) are added too.
 import { existsSync, readdirSync, readFileSync } from 'node:fs';
 import { join } from 'node:path';
 
@@ -19,11 +21,19 @@ for (const dir of readdirSync(join(root, 'packages')).sort()) {
     failed++;
     continue;
   }
+  count(pkg.name, reportPath);
+  for (const file of readdirSync(join(root, 'packages', dir)).sort()) {
+    const node = /^\.vitest-report-node(\d+)\.json$/.exec(file);
+    if (node) count(`${pkg.name} (Node ${node[1]})`, join(root, 'packages', dir, file));
+  }
+}
+
+function count(name, reportPath) {
   const report = JSON.parse(readFileSync(reportPath, 'utf8'));
   const p = report.numPassedTests ?? 0;
   const f = (report.numFailedTests ?? 0) + (report.success === false && !report.numFailedTests ? 1 : 0);
   const s = (report.numPendingTests ?? 0) + (report.numTodoTests ?? 0);
-  console.log(`${pkg.name}: ${p} passed, ${f} failed, ${s} skipped`);
+  console.log(`${name}: ${p} passed, ${f} failed, ${s} skipped`);
   passed += p;
   failed += f;
   skipped += s;

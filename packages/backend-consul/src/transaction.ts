@@ -1,4 +1,4 @@
-import { InvalidArgumentError, KeyModifiedError, type KVPair, type Value } from '@kv/core';
+import { describeValue, InvalidArgumentError, KeyModifiedError, type KVPair, type Value } from '@kv/core';
 
 /** One operation of Consul's `/v1/txn`, as sent. */
 export type TxnOp = {
@@ -142,7 +142,7 @@ export class ConsulTransaction {
 
   private checkIndex(lastIndex: number): void {
     if (!Number.isSafeInteger(lastIndex) || lastIndex <= 0) {
-      throw new InvalidArgumentError(`lastIndex must be a positive integer, got ${String(lastIndex)}`);
+      throw new InvalidArgumentError(`lastIndex must be a positive integer, got ${describeValue(lastIndex)}`);
     }
   }
 

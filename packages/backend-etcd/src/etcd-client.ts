@@ -1,4 +1,6 @@
 import { createRequire } from 'node:module';
+import { isIP } from 'node:net';
+import { checkServerIdentity, type PeerCertificate } from 'node:tls';
 import { AuthenticationError } from '@kv/core';
 import {
   castGrpcError,
@@ -25,6 +27,10 @@ import type { EtcdSettings } from './etcd-config.js';
  *   channel, supports a fixed `token`, and gives up on a rejected one.
  * - `tls.rejectUnauthorized: false` needs gRPC's verify options, which
  *   etcd3's `credentials` option cannot pass.
+ * - An endpoint given as an IP address: gRPC would send the IP as the TLS
+ *   server name (SNI), which TLS forbids and Node warns about (DEP0123). Such
+ *   a host gets a placeholder server name and a check of the server's
+ *   certificate against the IP itself, so the check is as strict as before.
  */
 
 type Policy = NonNullable<NonNullable<IOptions['faultHandling']>['global']>;
@@ -66,7 +72,10 @@ interface GrpcModule {
       rootCerts?: Buffer | null,
       privateKey?: Buffer | null,
       certChain?: Buffer | null,
-      verifyOptions?: { rejectUnauthorized?: boolean; checkServerIdentity?: () => undefined },
+      verifyOptions?: {
+        rejectUnauthorized?: boolean;
+        checkServerIdentity?: (name: string, cert: PeerCertificate) => Error | undefined;
+      },
     ): unknown;
   };
 }
@@ -79,7 +88,10 @@ interface GrpcServiceClient {
   ): void;
 }
 interface HostInternals {
+  /** `host:port`, without the scheme. */
+  readonly host: string;
   channelCredentials: unknown;
+  channelOptions: ChannelOptions;
   getServiceClient(name: 'Auth'): GrpcServiceClient;
 }
 interface PoolInternals {
@@ -226,15 +238,42 @@ export function createClient(settings: EtcdSettings): Etcd3 {
   }
   const client = new Etcd3(options);
   const pool = poolOf(client);
-  if (tls && !tls.rejectUnauthorized) {
-    const credentials = grpc().credentials.createSsl(tls.ca ?? null, tls.key ?? null, tls.cert ?? null, {
-      rejectUnauthorized: false,
-      checkServerIdentity: () => undefined,
-    });
-    for (const host of pool.hosts) host.channelCredentials = credentials;
+  if (tls) {
+    for (const host of pool.hosts) {
+      const ip = tls.servername ? undefined : ipOf(host.host);
+      if (tls.rejectUnauthorized && ip === undefined) continue;
+      host.channelCredentials = grpc().credentials.createSsl(
+        tls.ca ?? null,
+        tls.key ?? null,
+        tls.cert ?? null,
+        {
+          rejectUnauthorized: tls.rejectUnauthorized,
+          checkServerIdentity: tls.rejectUnauthorized
+            ? (_name, cert) => checkServerIdentity(ip as string, cert)
+            : () => undefined,
+        },
+      );
+      if (ip !== undefined) {
+        host.channelOptions = { ...host.channelOptions, 'grpc.ssl_target_name_override': IP_SERVER_NAME };
+      }
+    }
   }
   pool.authenticator = new Authenticator(pool, settings);
   return client;
+}
+
+/**
+ * The TLS server name sent to an endpoint given as an IP address, where SNI
+ * must not carry the IP. The server's certificate is still checked against
+ * the IP (`subjectAltName=IP:...`); etcd picks no certificate by this name.
+ */
+const IP_SERVER_NAME = 'etcd-by-ip.invalid';
+
+/** The IP address of `host:port` / `[v6]:port`, or undefined for a DNS name. */
+function ipOf(hostPort: string): string | undefined {
+  const match = /^\[([^\]]+)\](?::\d+)?$/.exec(hostPort) ?? /^([^:]+)(?::\d+)?$/.exec(hostPort);
+  const host = match?.[1];
+  return host !== undefined && isIP(host) !== 0 ? host : undefined;
 }
 
 /** Makes the next call fetch a fresh auth token (after "invalid auth token" on a stream). */

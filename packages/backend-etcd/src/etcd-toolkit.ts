@@ -1,5 +1,6 @@
 import {
   type CallOptions,
+  describeValue,
   InvalidArgumentError,
   isBelow,
   KeyExistsError,
@@ -169,14 +170,14 @@ export class EtcdStore extends EtcdContractStore {
   private limitOf(limit: unknown): number {
     if (limit === undefined) return 0;
     if (typeof limit !== 'number' || !Number.isSafeInteger(limit) || limit <= 0) {
-      throw new InvalidArgumentError(`limit must be a positive integer, got ${String(limit)}`);
+      throw new InvalidArgumentError(`limit must be a positive integer, got ${describeValue(limit)}`);
     }
     return limit;
   }
 
   private revisionOf(revision: unknown): number {
     if (typeof revision !== 'number' || !Number.isSafeInteger(revision) || revision <= 0) {
-      throw new InvalidArgumentError(`a revision is a positive integer, got ${String(revision)}`);
+      throw new InvalidArgumentError(`a revision is a positive integer, got ${describeValue(revision)}`);
     }
     return revision;
   }
@@ -666,7 +667,7 @@ class LeaseUnused extends Error {}
 
 function countOf(value: unknown, what: string): number {
   if (typeof value !== 'number' || !Number.isSafeInteger(value) || value < 0) {
-    throw new InvalidArgumentError(`${what} must be a non-negative integer, got ${String(value)}`);
+    throw new InvalidArgumentError(`${what} must be a non-negative integer, got ${describeValue(value)}`);
   }
   return value;
 }

@@ -7,6 +7,10 @@ import { afterAll, describe, expect, it } from 'vitest';
 import { openEtcd } from '../src/index.js';
 import { privateEtcd, text } from './helpers.js';
 
+// Node warns once per process (DEP0123) when a TLS server name is an IP address: collect warnings from the start.
+const warnings: Error[] = [];
+process.on('warning', (warning) => warnings.push(warning));
+
 const dir = mkdtempSync(join(tmpdir(), 'kv-etcd-tls-'));
 let files: TestCertificates | undefined;
 let made: string | false = false;
@@ -120,5 +124,17 @@ describe.skipIf(launched.skip !== false)('etcd over TLS with a client certificat
       expect(UnavailableError.isInstance(error), String(error)).toBe(true);
       expect(Date.now() - started).toBeLessThan(3_000);
     }
+  });
+
+  it('connecting to an IP address sends no IP as TLS server name (no DEP0123 warning)', async () => {
+    expect(endpoint).toMatch(/^127\.0\.0\.1:\d+$/);
+    const store = keep(
+      await openEtcd({ endpoints: [endpoint], caFile: f.ca, certFile: f.clientCert, keyFile: f.clientKey }),
+    );
+    await store.put('ip', 'checked against the IP');
+    // Let a warning emitted during the handshake reach its listener.
+    await new Promise<void>((resolve) => setImmediate(resolve));
+    const dep0123 = warnings.filter((w) => (w as { code?: string }).code === 'DEP0123');
+    expect(dep0123.map((w) => w.message)).toEqual([]);
   });
 });

@@ -1,5 +1,6 @@
 import {
   type CommonConfig,
+  describeValue,
   InvalidArgumentError,
   parseStoreUrl,
   type ResolvedConfig,
@@ -113,7 +114,7 @@ export function settingsOf(config: ResolvedConfig & EtcdV2Options & CommonConfig
   const pollTimeout = (config as EtcdV2Options).pollTimeout ?? 20_000;
   if (typeof pollTimeout !== 'number' || !Number.isSafeInteger(pollTimeout) || pollTimeout < 100) {
     throw new InvalidArgumentError(
-      `pollTimeout must be an integer of at least 100 ms, got ${String(pollTimeout)}`,
+      `pollTimeout must be an integer of at least 100 ms, got ${describeValue(pollTimeout)}`,
     );
   }
   return {

@@ -1,4 +1,10 @@
-import { InvalidArgumentError, MAX_TIMER_MS, parseQueryOptions, type StoreConfig } from '@kv/core';
+import {
+  describeValue,
+  InvalidArgumentError,
+  MAX_TIMER_MS,
+  parseQueryOptions,
+  type StoreConfig,
+} from '@kv/core';
 
 /** Options of the SQLite backend, beyond the common ones. */
 export interface SqliteOptions {
@@ -62,7 +68,7 @@ export function positiveInt(value: unknown, name: string, fallback: number, max 
   if (value === undefined) return fallback;
   if (typeof value !== 'number' || !Number.isSafeInteger(value) || value <= 0 || value > max) {
     throw new InvalidArgumentError(
-      `${name} must be a positive integer up to ${max}, got ${JSON.stringify(value)}`,
+      `${name} must be a positive integer up to ${max}, got ${describeValue(value)}`,
     );
   }
   return value;

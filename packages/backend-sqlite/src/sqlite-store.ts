@@ -1,5 +1,6 @@
 import { randomUUID } from 'node:crypto';
-import { resolve } from 'node:path';
+import { existsSync } from 'node:fs';
+import { dirname, resolve } from 'node:path';
 import {
   type AcquiredLock,
   type AcquireRequest,
@@ -112,6 +113,10 @@ function rangeOf(dir: string): [string, string | Buffer] {
   return dir === '' ? ['', ABOVE_ALL_TEXT] : [`${dir}/`, `${dir}0`];
 }
 
+function isMemoryPath(path: string): boolean {
+  return path === ':memory:' || path.startsWith('file::memory:');
+}
+
 function toRaw(row: Row): RawPair {
   return {
     key: row.key,
@@ -126,8 +131,9 @@ function toRaw(row: Row): RawPair {
  * change log with sequence numbers, found by polling `PRAGMA data_version`.
  */
 export class SqliteStore extends BaseStore {
-  /** The better-sqlite3 connection, for anything the Store does not cover. */
-  readonly db: Database.Database;
+  // The better-sqlite3 connection: private, so better-sqlite3's types stay out of this package's
+  // public types (a project with `skipLibCheck: false` would need `@types/better-sqlite3`).
+  private readonly db: Database.Database;
   readonly path: string;
   private readonly id = randomUUID();
   private readonly notifier: Notifier;
@@ -181,7 +187,14 @@ export class SqliteStore extends BaseStore {
       this.db.pragma('synchronous = NORMAL');
       this.db.exec(SCHEMA);
     } catch (error) {
-      (this as { db?: Database.Database }).db?.close();
+      (this as unknown as { db?: Database.Database }).db?.close();
+      const directory = dirname(resolve(path));
+      if (!isMemoryPath(path) && !existsSync(directory)) {
+        throw new InvalidArgumentError(
+          `sqlite ${path}: the directory ${directory} does not exist; create it first (the store creates the file, not its directories)`,
+          { cause: error },
+        );
+      }
       throw this.mapSqliteError(error, `open ${path}`);
     }
     this.stmt = this.prepare();
@@ -191,7 +204,7 @@ export class SqliteStore extends BaseStore {
       // Busy or read-only: the next write trims it.
     }
     this.notifier = new Notifier((active) => this.setPolling(active));
-    if (path !== ':memory:' && !path.startsWith('file::memory:')) {
+    if (!isMemoryPath(path)) {
       this.fileKey = resolve(path);
       const set = neighbours.get(this.fileKey) ?? new Set();
       neighbours.set(this.fileKey, set);
@@ -741,7 +754,7 @@ export class SqliteStore extends BaseStore {
   private mapSqliteError(error: unknown, operation: string): KVError {
     const code = (error as { code?: string }).code ?? '';
     const message = error instanceof Error ? error.message : String(error);
-    const text = `sqlite ${this.path ?? ''}: ${operation} failed: ${message} (${code || 'no code'})`;
+    const text = `sqlite ${this.path ?? ''}: ${operation} failed: ${message}${code ? ` (${code})` : ''}`;
     if (code.startsWith('SQLITE_READONLY') || code.startsWith('SQLITE_PERM') || code === 'SQLITE_AUTH') {
       return new PermissionDeniedError(text, { cause: error });
     }

@@ -58,8 +58,19 @@ describe('sqlite URLs and options', () => {
     const error = await createStore({ backend: 'sqlite', path: join(dir, 'missing', 'kv.db') }).catch(
       (e: unknown) => e,
     );
-    expect(KVError.isInstance(error)).toBe(true);
-    expect((error as Error).message).toMatch(/missing/);
+    expect(InvalidArgumentError.isInstance(error)).toBe(true);
+    const message = (error as Error).message;
+    expect(message).toContain(`the directory ${join(dir, 'missing')} does not exist; create it first`);
+    expect(message).not.toMatch(/no code/);
+  });
+
+  it("?path= next to the URL's file is refused, never a silent override", async () => {
+    for (const url of ['sqlite:./a.db?path=./b.db', 'sqlite::memory:?path=./b.db']) {
+      const error = await createStore(url).catch((e: unknown) => e);
+      expect(InvalidArgumentError.isInstance(error), url).toBe(true);
+      expect((error as Error).message).toContain('"path"');
+    }
+    await expect(createStore('sqlite::memory:?pollInterval=abc')).rejects.toThrow(/got "abc"$/);
   });
 
   it('each :memory: store is private', async () => {

@@ -2,8 +2,8 @@ import { setMaxListeners } from 'node:events';
 import { MAX_TIMER_MS, runBounded } from './call.js';
 import { Channel, type ChannelOptions, WATCH_BUFFER_BYTES, weighWatchState } from './channel.js';
 import {
-  abortError,
   ClosedError,
+  describeValue,
   InvalidArgumentError,
   InvalidKeyError,
   KeyExistsError,
@@ -206,14 +206,33 @@ export abstract class BaseStore implements Store {
   // ---- the Store ----
 
   get(key: string, options?: ReadOptions): Promise<KVPair> {
+    return this.#read('get', key, options, (pair, full) => {
+      if (!pair) throw new KeyNotFoundError(stripPrefix(this.prefix, full));
+      return this.toPair(pair);
+    });
+  }
+
+  tryGet(key: string, options?: ReadOptions): Promise<KVPair | null> {
+    return this.#read('tryGet', key, options, (pair) => (pair ? this.toPair(pair) : null));
+  }
+
+  /**
+   * One `_get` of `key`, bounded as every read is; `finish` turns what it
+   * found into the result. An ES private name, so a backend's own `read`
+   * does not clash with it.
+   */
+  #read<T>(
+    operation: string,
+    key: string,
+    options: ReadOptions | undefined,
+    finish: (pair: RawPair | null, full: string) => T,
+  ): Promise<T> {
     return this.run(
-      'get',
+      operation,
       options,
       async (signal) => {
         const full = this.fullKey(key);
-        const pair = await this._get(full, this.readOptions(options, signal));
-        if (!pair) throw new KeyNotFoundError(stripPrefix(this.prefix, full));
-        return this.toPair(pair);
+        return finish(await this._get(full, this.readOptions(options, signal)), full);
       },
       'read',
     );
@@ -477,12 +496,16 @@ export abstract class BaseStore implements Store {
   /** Validates ttl and keepAlive as the Store's writes do; for a backend's own write calls. */
   protected writeOptions(options: WriteOptions | undefined, signal: AbortSignal): PrimitiveWriteOptions {
     checkOptions(options, WRITE_OPTIONS);
-    let ttl = options?.ttl;
+    const ttl = options?.ttl;
     const keepAlive = options?.keepAlive === true;
     if (ttl !== undefined || keepAlive) {
       if (!this.capabilities.ttl) throw new NotSupportedError(this.backend, 'ttl');
       if (keepAlive && !this.capabilities.keepAlive) throw new NotSupportedError(this.backend, 'keepAlive');
-      if (ttl === undefined) ttl = Math.max(DEFAULT_KEEPALIVE_TTL, this.capabilities.minTtl);
+      if (ttl === undefined) {
+        throw new InvalidArgumentError(
+          `keepAlive needs a ttl: the key expires within its ttl after the store closes or its process dies, e.g. { ttl: ${Math.max(DEFAULT_KEEPALIVE_TTL, this.capabilities.minTtl)}, keepAlive: true }`,
+        );
+      }
       this.checkTtl(ttl, 'ttl');
     }
     return { signal, ttl, keepAlive };
@@ -492,7 +515,7 @@ export abstract class BaseStore implements Store {
   protected checkTtl(ttl: number, what: string): void {
     if (typeof ttl !== 'number' || !Number.isSafeInteger(ttl) || ttl <= 0 || ttl > MAX_TIMER_MS) {
       throw new InvalidArgumentError(
-        `${what} must be a positive integer number of ms up to ${MAX_TIMER_MS}, got ${String(ttl)}`,
+        `${what} must be a positive integer number of ms up to ${MAX_TIMER_MS}, got ${describeValue(ttl)}`,
       );
     }
     if (ttl < this.capabilities.minTtl) {
@@ -537,8 +560,9 @@ export abstract class BaseStore implements Store {
   /**
    * Runs a backend source into a channel the consumer pulls from. The source
    * stops when the consumer stops, the caller aborts or the store closes; the
-   * latter two end iteration normally, any other failure is thrown from the
-   * iterator as a `KVError`.
+   * latter two end iteration normally (an abort also when the signal was
+   * already aborted: the watch never throws `AbortError`), any other failure
+   * is thrown from the iterator as a `KVError`.
    */
   private pump<R, T>(
     operation: string,
@@ -560,8 +584,9 @@ export abstract class BaseStore implements Store {
       return channel;
     }
     const user = options?.signal;
+    // Aborting is the caller's "stop": before the watch starts or during it, it ends the same way.
     if (user?.aborted) {
-      channel.fail(abortError(user));
+      channel.end();
       return channel;
     }
     const stop = () => controller.abort();

@@ -1,3 +1,4 @@
+import { DEFAULT_KEEPALIVE_TTL } from './base-store.js';
 import { backoff, delay } from './call.js';
 import { InvalidArgumentError, isAbortError, KVError } from './errors.js';
 import { joinKey, normalizeKey } from './keys.js';
@@ -8,7 +9,10 @@ export interface RegisterOptions extends CallOptions {
   id: string;
   /** What other members see (an address, a JSON description). Empty by default. */
   value?: Value;
-  /** ms: a member that crashes disappears within this (plus the backend's `ttlGranularity`). */
+  /**
+   * ms: a member that crashes disappears within this (plus the backend's
+   * `ttlGranularity`). Default 15 000, or the backend's `minTtl` if larger.
+   */
   ttl?: number;
 }
 
@@ -36,7 +40,10 @@ export async function register(
     throw new InvalidArgumentError(`register: id must be one key segment, got ${JSON.stringify(id)}`);
   }
   const key = joinKey(normalizeKey(directory, true), id);
-  const write = { keepAlive: true, ...(ttl === undefined ? {} : { ttl }) };
+  const write = {
+    keepAlive: true,
+    ttl: ttl ?? Math.max(DEFAULT_KEEPALIVE_TTL, store.capabilities.minTtl),
+  };
   await store.put(key, value, { ...write, ...(signal ? { signal } : {}) });
 
   const stop = new AbortController();

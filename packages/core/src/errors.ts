@@ -303,6 +303,28 @@ export function abortError(signal: AbortSignal): Error {
   return error;
 }
 
+/**
+ * A value as an error message shows it: strings quoted (`"100"`), so a
+ * string that looks like a number is told apart from the number; numbers,
+ * booleans, `null`, `undefined` and `NaN` as written.
+ */
+export function describeValue(value: unknown): string {
+  if (typeof value === 'string') return JSON.stringify(value);
+  if (typeof value === 'bigint') return `${value}n`;
+  if (typeof value === 'object' && value !== null) {
+    try {
+      return JSON.stringify(value) ?? String(value);
+    } catch {
+      return String(value);
+    }
+  }
+  return String(value);
+}
+
+/**
+ * True for the error an aborted call rejects with (named `AbortError`, not a
+ * `KVError`: it has no `code`). Its `cause` is the signal's `reason`.
+ */
 export function isAbortError(error: unknown): boolean {
   return error instanceof Error && error.name === 'AbortError';
 }

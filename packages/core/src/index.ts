@@ -29,6 +29,7 @@ export {
   abortError,
   backendPackages,
   ClosedError,
+  describeValue,
   IntegrityError,
   InvalidArgumentError,
   InvalidKeyError,

@@ -150,6 +150,12 @@ export class TypedStore<T> {
     return this.decodePair(await this.store.get(key, options));
   }
 
+  /** The decoded pair at `key`, or `null` when it does not exist. */
+  async tryGetPair(key: string, options?: ReadOptions): Promise<TypedPair<T> | null> {
+    const pair = await this.store.tryGet(key, options);
+    return pair === null ? null : this.decodePair(pair);
+  }
+
   async put(key: string, value: T, options?: WriteOptions): Promise<void> {
     await this.store.put(key, await this.encode(key, value), options);
   }
@@ -227,12 +233,7 @@ export class TypedStore<T> {
   ): Promise<TypedPair<T>> {
     const read = options?.signal ? { signal: options.signal } : {};
     for (;;) {
-      let current: TypedPair<T> | null = null;
-      try {
-        current = await this.getPair(key, read);
-      } catch (error) {
-        if (!KVError.isInstance(error) || error.code !== 'KEY_NOT_FOUND') throw error;
-      }
+      const current = await this.tryGetPair(key, read);
       try {
         return await this.atomicPut(key, await update(current?.value), current, options);
       } catch (error) {

@@ -71,14 +71,8 @@ export abstract class WrappedStore extends BaseStore {
     const read = options.consistent
       ? { signal: options.signal, consistent: true }
       : { signal: options.signal };
-    let pair: KVPair;
-    try {
-      pair = await this.inner.get(key, read);
-    } catch (error) {
-      if ((error as { code?: unknown }).code === 'KEY_NOT_FOUND') return null;
-      throw error;
-    }
-    return this.raw(pair);
+    const pair = await this.inner.tryGet(key, read);
+    return pair === null ? null : this.raw(pair);
   }
 
   protected override _exists(full: string, options: PrimitiveReadOptions): Promise<boolean> {

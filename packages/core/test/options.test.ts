@@ -45,6 +45,31 @@ describe('call options are checked, never silently ignored', () => {
     expect(InvalidArgumentError.isInstance(watchError)).toBe(true);
   });
 
+  it('a ttl given as a string is named quoted, so it is told apart from the number', async () => {
+    const store = open();
+    const error = await store.put('k', 'v', { ttl: '100' } as never).catch((e: unknown) => e);
+    expect(InvalidArgumentError.isInstance(error)).toBe(true);
+    expect((error as Error).message).toMatch(/got "100"$/);
+    expect(() => store.newLock('l', { ttl: '100' } as never)).toThrow(/got "100"$/);
+    const number = await store.put('k', 'v', { ttl: 1.5 }).catch((e: unknown) => e);
+    expect((number as Error).message).toMatch(/got 1\.5$/);
+    expect(await store.exists('k')).toBe(false);
+  });
+
+  it('keepAlive without a ttl is an InvalidArgumentError that shows how to give one', async () => {
+    const store = open();
+    const error = await store.put('k', 'v', { keepAlive: true }).catch((e: unknown) => e);
+    expect(InvalidArgumentError.isInstance(error)).toBe(true);
+    expect((error as Error).message).toContain('keepAlive needs a ttl');
+    expect((error as Error).message).toContain('{ ttl: 15000, keepAlive: true }');
+    await expect(store.atomicPut('k', 'v', null, { keepAlive: true })).rejects.toSatisfy(
+      InvalidArgumentError.isInstance,
+    );
+    expect(await store.exists('k')).toBe(false);
+    await store.put('k', 'v', { ttl: 15_000, keepAlive: true });
+    expect(await store.exists('k')).toBe(true);
+  });
+
   it('newLock accepts null options as none', async () => {
     const lock = open().newLock('l', null as never);
     const lease = await lock.lock();

@@ -100,6 +100,24 @@ export function kvCases(define: Define): void {
   );
 
   define(
+    'tryGet resolves to null for a missing key (directory-only keys included) and to the pair of a present one',
+    { rows: ['get'] },
+    async ({ store, caps }) => {
+      expect(await store.tryGet('missing'), 'tryGet(missing)').toBeNull();
+      expect(await store.tryGet('missing/deeper/still'), 'tryGet(missing/deeper)').toBeNull();
+      await store.put('t/a', 'x');
+      expect(await store.tryGet('t'), 'tryGet(t) with only t/a').toBeNull();
+      const pair = await store.tryGet('/t/a/');
+      expectPair(pair, 't/a', 'x');
+      expect(pair?.lastIndex).toBe((await store.get('t/a')).lastIndex);
+      if (caps.consistentRead) expectPair(await store.tryGet('t/a', { consistent: true }), 't/a', 'x');
+      await store.delete('t/a');
+      expect(await store.tryGet('t/a'), 'tryGet after delete').toBeNull();
+      await expectKVError(() => store.tryGet('a//b'), InvalidKeyError, 'tryGet of an invalid key');
+    },
+  );
+
+  define(
     'directories are implicit: only a/b exists, so a does not; delete(a) never removes children',
     { rows: ['get', 'exists', 'delete', 'list'] },
     async ({ store }) => {

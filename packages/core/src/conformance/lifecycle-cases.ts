@@ -65,6 +65,7 @@ export function lifecycleCases(define: Define): void {
     await store[Symbol.asyncDispose]();
     const calls: [string, () => unknown][] = [
       ['get', () => store.get('k')],
+      ['tryGet', () => store.tryGet('k')],
       ['put', () => store.put('k', 'v')],
       ['delete', () => store.delete('k')],
       ['exists', () => store.exists('k')],
@@ -98,6 +99,7 @@ export function lifecycleCases(define: Define): void {
         ['put', () => store.put('k', 'after', { signal })],
         ['put new', () => store.put('new', 'x', { signal })],
         ['get', () => store.get('k', { signal })],
+        ['tryGet', () => store.tryGet('missing', { signal })],
         ['delete', () => store.delete('k', { signal })],
         ['exists', () => store.exists('k', { signal })],
         ['list', () => store.list('', { signal })],

@@ -70,9 +70,13 @@ export function watchCases(define: Define): void {
   });
 
   define(
-    'watch ends when its signal aborts or the loop breaks',
+    'watch ends (done, no error) when its signal aborts, before or during the watch, or the loop breaks',
     { rows: ['watch'], requires: 'watch' },
     async (t) => {
+      const before = new AbortController();
+      before.abort(new Error('stop before starting'));
+      const early = await t.store.watch('ab', { signal: before.signal })[Symbol.asyncIterator]().next();
+      expect(early.done, 'a watch whose signal was already aborted ends at once').toBe(true);
       const controller = new AbortController();
       const w = t.watch(t.store, 'ab', controller.signal);
       expect(await w.next()).toBeNull();
@@ -231,9 +235,13 @@ export function watchCases(define: Define): void {
   );
 
   define(
-    'watchTree ends on abort and on close(); on a closed store it throws ClosedError on first next()',
+    'watchTree ends on abort (before or during it) and on close(); on a closed store it throws ClosedError on first next()',
     { rows: ['watchTree', 'close'], requires: 'watchTree' },
     async (t) => {
+      const before = new AbortController();
+      before.abort(new Error('stop before starting'));
+      const early = await t.store.watchTree('d', { signal: before.signal })[Symbol.asyncIterator]().next();
+      expect(early.done, 'a tree watch whose signal was already aborted ends at once').toBe(true);
       const controller = new AbortController();
       const aborted = t.watchTree(t.store, 'd', controller.signal);
       await aborted.next();
