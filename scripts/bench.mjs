@@ -535,16 +535,21 @@ async function benchCore() {
   }
   const store = new NoopStore();
   const noop = async () => undefined;
+  // µs per call: the median of rounds, each a tight loop of awaited calls for a round's length.
   const measure = async (fn) => {
-    const n = short ? 200_000 : 1_000_000;
-    for (let i = 0; i < 50_000; i++) await fn();
-    const best = [];
-    for (let r = 0; r < rounds; r++) {
-      const t = now();
-      for (let i = 0; i < n; i++) await fn();
-      best.push(((now() - t) * 1000) / n);
-    }
-    return best.sort((a, b) => a - b)[Math.floor(best.length / 2)];
+    const loop = async (ms) => {
+      let calls = 0;
+      const start = now();
+      while (now() - start < ms) {
+        for (let i = 0; i < 1000; i++) await fn();
+        calls += 1000;
+      }
+      return ((now() - start) * 1000) / calls;
+    };
+    await loop(roundMs / 2);
+    const figures = [];
+    for (let r = 0; r < rounds; r++) figures.push(await loop(roundMs));
+    return figures.sort((a, b) => a - b)[Math.floor(figures.length / 2)];
   };
   console.log('\n== core: a bounded no-op call (µs per call, median of rounds) ==');
   const figures = {};
