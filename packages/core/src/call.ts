@@ -50,7 +50,7 @@ class Bucket {
  * dropped then, the others wait in a queue (in deadline order: every call of
  * a store has the same timeout) watched by one more timer. One listener on
  * the store's close ends them all. A caller's signal that may abort a call in
- * flight costs that call a controller and two listeners.
+ * flight costs that call one listener on it.
  */
 export class Deadlines {
   /** ms a bucket stays open: calls time out at most this late. */
@@ -82,25 +82,16 @@ export class Deadlines {
     return new Promise<T>((resolve, reject) => {
       const call: Pending = { operation, reject };
       bucket.pending.add(call);
-      let signal = bucket.controller.signal;
+      const signal = bucket.controller.signal;
       let detach: (() => void) | undefined;
       if (user) {
-        // Only a caller's signal costs a controller of its own, tied to the bucket's.
-        const own = new AbortController();
-        signal = own.signal;
+        // The caller's abort settles the call at once; the work itself runs on to its end or the
+        // deadline (a read: nothing to undo), so no controller of its own is needed.
         const onUser = () => {
-          if (!bucket.pending.delete(call)) return;
-          const error = abortError(user);
-          reject(error);
-          own.abort(error);
+          if (bucket.pending.delete(call)) reject(abortError(user));
         };
-        const onBucket = () => own.abort(bucket.controller.signal.reason);
         user.addEventListener('abort', onUser, { once: true });
-        bucket.controller.signal.addEventListener('abort', onBucket, { once: true });
-        detach = () => {
-          user.removeEventListener('abort', onUser);
-          bucket.controller.signal.removeEventListener('abort', onBucket);
-        };
+        detach = () => user.removeEventListener('abort', onUser);
       }
       let result: Promise<T>;
       try {
@@ -218,8 +209,10 @@ export class Deadlines {
  * close and after the store's timeout. The returned promise settles as soon
  * as one of those happens, even if `fn` ignores the signal, so no call can
  * hang. With `abortsInFlight: false` the caller's signal is only checked
- * before `fn` starts. The signal may be shared with other calls of the
- * store: it may abort after the call settled.
+ * before `fn` starts. The signal `fn` gets aborts on the timeout and the
+ * close, not on the caller's abort (after which the call has settled: the
+ * work runs on to its end, bounded by the timeout); it is shared with other
+ * calls of the store and may abort after the call settled.
  */
 export function runBounded<T>(
   scope: CallScope,

@@ -130,11 +130,12 @@ describe('runBounded', () => {
     expect(await pending).toBe('applied');
   });
 
-  it("a read's signal aborts on the caller's abort", async () => {
+  it("a read settles at once on the caller's abort; its signal still aborts at the deadline", async () => {
     const controller = new AbortController();
     let seen: AbortSignal | undefined;
+    const deadlines = new Deadlines(new AbortController().signal, 30);
     const pending = runBounded(
-      scope({ user: controller.signal, timeout: 60_000 }),
+      { user: controller.signal, deadlines, operation: 'get' },
       (signal) => {
         seen = signal;
         return never();
@@ -143,7 +144,10 @@ describe('runBounded', () => {
     );
     controller.abort('stop');
     expect((await rejection(pending)).name).toBe('AbortError');
-    expect(seen?.aborted).toBe(true);
+    expect(deadlines.pending).toBe(0);
+    // Nothing is pending any more: the shared signal is never aborted for it.
+    await delay(60);
+    expect(seen?.aborted).toBe(false);
   });
 
   it('maps raw errors, passes KVErrors through', async () => {
