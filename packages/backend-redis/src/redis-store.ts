@@ -219,7 +219,10 @@ export class RedisStore extends BaseStore {
       ...(s.db !== 0 ? { database: s.db } : {}),
       disableClientInfo: true,
       maintNotifications: 'disabled',
-      commandOptions: { timeout: s.requestTimeout + 1_000 },
+      // No timer of node-redis's own per command (its default is a 5 s AbortSignal.timeout() each):
+      // every command kv sends carries an abort signal, a bounded call's (core's deadlines: one timer
+      // per store) or, for background work, an AbortSignal.timeout() of its own.
+      commandOptions: { timeout: 0 },
     } as ClientOptions;
   }
 

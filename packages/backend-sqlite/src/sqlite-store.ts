@@ -1,5 +1,5 @@
 import { randomUUID } from 'node:crypto';
-import { existsSync } from 'node:fs';
+import { existsSync, type FSWatcher, watch } from 'node:fs';
 import { dirname, resolve } from 'node:path';
 import {
   type AcquiredLock,
@@ -148,9 +148,15 @@ export class SqliteStore extends BaseStore {
   private sweepTimer: NodeJS.Timeout | undefined;
   private dataVersion = 0;
   private logged = false;
+  /** The sequence of the row the running write transaction logged last. */
+  private lastSeq = 0;
   /** Bytes logged by the write transaction that runs now. */
   private loggedBytes = 0;
   private readonly stmt: ReturnType<SqliteStore['prepare']>;
+  /** The body of every write transaction, made once (better-sqlite3 builds a wrapper per `transaction()`). */
+  private readonly writeTransaction: Database.Transaction<(fn: (now: number) => unknown) => unknown>;
+  /** Wakes the poll as soon as another connection writes the WAL file (the poll stays as a fallback). */
+  private walWatcher: FSWatcher | undefined;
 
   static async open(config: ResolvedConfig & SqliteOptions): Promise<SqliteStore> {
     return new SqliteStore(config);
@@ -198,6 +204,7 @@ export class SqliteStore extends BaseStore {
       throw this.mapSqliteError(error, `open ${path}`);
     }
     this.stmt = this.prepare();
+    this.writeTransaction = this.db.transaction((fn: (now: number) => unknown) => this.writeBody(fn));
     try {
       this.startLog();
     } catch {
@@ -323,22 +330,23 @@ export class SqliteStore extends BaseStore {
   private write<T>(fn: (now: number) => T): T {
     this.logged = false;
     this.loggedBytes = 0;
-    const result = this.db
-      .transaction(() => {
-        const now = Date.now();
-        for (const { key } of this.stmt.purge.all({ now })) this.logChange(key, null);
-        const out = fn(now);
-        if (this.logged) this.trimLog(this.loggedBytes);
-        return out;
-      })
-      .immediate();
+    const result = this.writeTransaction.immediate(fn) as T;
     if (this.logged) this.afterCommit();
     return result;
+  }
+
+  private writeBody(fn: (now: number) => unknown): unknown {
+    const now = Date.now();
+    for (const { key } of this.stmt.purge.all({ now })) this.logChange(key, null);
+    const out = fn(now);
+    if (this.logged) this.trimLog(this.loggedBytes, this.lastSeq);
+    return out;
   }
 
   private logChange(key: string, value: Buffer | null): number {
     const seq = Number(this.stmt.log.run({ key, value }).lastInsertRowid);
     this.logged = true;
+    this.lastSeq = seq;
     this.loggedBytes += logRowSize(key, value);
     return seq;
   }
@@ -349,12 +357,20 @@ export class SqliteStore extends BaseStore {
    * write transaction of every store, so the bound holds however short-lived
    * the stores are. The oldest rows go first and the newest row always stays,
    * so a watcher can tell it fell behind (the oldest row is past the one it
-   * needs) and re-reads. Deleting below a sequence is an index range.
+   * needs) and re-reads. Deleting below a sequence is an index range; the
+   * row bound trims in batches of up to 256 rows (an eighth of the bound).
    */
-  private trimLog(added: number): void {
-    const newest = this.stmt.maxSeq.get()?.seq ?? 0;
+  private trimLog(added: number, newestLogged?: number): void {
+    // The row this transaction logged last is the newest: the transaction holds the write lock.
+    const newest = newestLogged ?? this.stmt.maxSeq.get()?.seq ?? 0;
     let trimmed = 0;
-    for (const { size } of this.stmt.trimRows.all({ upTo: newest - this.changeLogSize })) trimmed += size;
+    // Over the bound: trim a batch more than needed, so most writes only read the oldest row
+    // (a leaf page of the log left clean is a page less to write to the WAL).
+    const over = newest - this.changeLogSize;
+    if ((this.stmt.minSeq.get()?.seq ?? newest) <= over) {
+      const upTo = over + Math.min(256, Math.floor(this.changeLogSize / 8));
+      for (const { size } of this.stmt.trimRows.all({ upTo: Math.min(upTo, newest - 1) })) trimmed += size;
+    }
     const bytes = this.stmt.addLogBytes.get({ delta: added - trimmed })?.value ?? 0;
     if (bytes <= this.changeLogBytes) return;
     const cutoff = this.stmt.trimCutoff.get({ excess: bytes - this.changeLogBytes })?.seq ?? newest;
@@ -594,6 +610,8 @@ export class SqliteStore extends BaseStore {
 
   private setPolling(active: boolean): void {
     if (!active) {
+      this.walWatcher?.close();
+      this.walWatcher = undefined;
       if (this.pollTimer) clearInterval(this.pollTimer);
       if (this.sweepTimer) clearTimeout(this.sweepTimer);
       this.pollTimer = undefined;
@@ -604,7 +622,28 @@ export class SqliteStore extends BaseStore {
     this.dataVersion = this.db.pragma('data_version', { simple: true }) as number;
     // Ref'd on purpose: a process whose only work is a watch or a lock wait keeps running, as with a socket.
     this.pollTimer = setInterval(() => this.poll(), this.pollInterval);
+    this.watchWal();
     this.scheduleSweep();
+  }
+
+  /**
+   * A commit of another connection appends to the WAL file: the OS tells us at
+   * once, so watchers and lock waiters across processes need not wait for the
+   * poll. Only a hint (the poll still decides by `data_version`, and still runs
+   * in case the OS says nothing: a network file system, a missing file).
+   */
+  private watchWal(): void {
+    if (!this.fileKey || this.walWatcher) return;
+    try {
+      const watcher = watch(`${this.fileKey}-wal`, { persistent: false }, () => this.poll());
+      watcher.on('error', () => {
+        watcher.close();
+        if (this.walWatcher === watcher) this.walWatcher = undefined;
+      });
+      this.walWatcher = watcher;
+    } catch {
+      // No WAL file to watch (yet): the poll covers it.
+    }
   }
 
   /** Another connection committed: `data_version` moved. */
@@ -658,7 +697,8 @@ export class SqliteStore extends BaseStore {
     const holder = randomUUID();
     const { value, ttl, signal } = request;
     const heartbeat = Math.min(ttl, WAITER_HEARTBEAT);
-    const release = request.wait ? this.notifier.hold() : () => {};
+    // Polling starts only once the lock was found taken: an uncontended lock costs no poller.
+    let release: (() => void) | undefined;
     let queued = false;
     try {
       for (;;) {
@@ -696,6 +736,11 @@ export class SqliteStore extends BaseStore {
         });
         if ('token' in outcome) return this.lockHandle(key, holder, ttl, outcome.token, sentAt);
         if (!request.wait) return null;
+        if (release === undefined) {
+          // A commit between the attempt and the poll's start would go unseen: try once more first.
+          release = this.notifier.hold();
+          continue;
+        }
         // Wake on any change, at the holder's (or a dead waiter's) expiry, or in time to refresh our place.
         await this.notifier.wait(
           seen,
@@ -704,7 +749,7 @@ export class SqliteStore extends BaseStore {
         );
       }
     } finally {
-      release();
+      release?.();
       if (queued && this.db.open) {
         // Leave the queue, and wake the next waiter in case it is now first.
         try {
@@ -765,6 +810,8 @@ export class SqliteStore extends BaseStore {
   }
 
   protected async _close(): Promise<void> {
+    this.walWatcher?.close();
+    this.walWatcher = undefined;
     for (const timer of [this.keepAliveTimer, this.sweepTimer]) if (timer) clearTimeout(timer);
     if (this.pollTimer) clearInterval(this.pollTimer);
     this.keepAlive.clear();

@@ -1,5 +1,5 @@
 import { setMaxListeners } from 'node:events';
-import { MAX_TIMER_MS, runBounded } from './call.js';
+import { Deadlines, MAX_TIMER_MS, runBounded } from './call.js';
 import { Channel, type ChannelOptions, WATCH_BUFFER_BYTES, weighWatchState } from './channel.js';
 import {
   ClosedError,
@@ -95,6 +95,8 @@ export abstract class BaseStore implements Store {
   private readonly minTtlSetting: string | undefined;
   private readonly maxValueSetting: string | undefined;
   private readonly closeController = new AbortController();
+  /** Bounds every call: one timer and one close listener for the whole store. */
+  private readonly deadlines: Deadlines;
   private readonly locks = new Set<StoreLock>();
   private closePromise: Promise<void> | undefined;
 
@@ -108,6 +110,7 @@ export abstract class BaseStore implements Store {
     // Every call in flight listens on it: many concurrent calls are normal, not a leak.
     setMaxListeners(0, this.closeController.signal);
     (this.lockHost as { requestTimeout: number }).requestTimeout = options.requestTimeout;
+    this.deadlines = new Deadlines(this.closeController.signal, options.requestTimeout);
   }
 
   /** Aborts when `close()` starts. Backends tie their background work to it. */
@@ -448,12 +451,11 @@ export abstract class BaseStore implements Store {
     return runBounded(
       {
         user: options?.signal,
-        closing: this.closing,
-        timeout: this.requestTimeout,
+        deadlines: this.deadlines,
         operation,
         abortsInFlight: kind === 'read',
       },
-      async (signal) => {
+      (signal) => {
         this.assertOpen();
         return fn(signal);
       },

@@ -1,5 +1,5 @@
 import { describe, expect, it } from 'vitest';
-import { runBounded } from '../src/call.js';
+import { Deadlines, runBounded } from '../src/call.js';
 import { backoff, ClosedError, delay, KeyNotFoundError, UnavailableError } from '../src/index.js';
 
 const never = () => new Promise<never>(() => {});
@@ -15,12 +15,17 @@ async function rejection(promise: Promise<unknown>): Promise<Error> {
 }
 
 describe('runBounded', () => {
-  const scope = (extra: Partial<Parameters<typeof runBounded>[0]> = {}) => ({
-    user: undefined,
-    closing: new AbortController().signal,
-    timeout: 1_000,
+  interface ScopeOptions {
+    user?: AbortSignal;
+    closing?: AbortSignal;
+    timeout?: number;
+    abortsInFlight?: boolean;
+  }
+  const scope = (extra: ScopeOptions = {}) => ({
+    user: extra.user,
+    deadlines: new Deadlines(extra.closing ?? new AbortController().signal, extra.timeout ?? 1_000),
     operation: 'get',
-    ...extra,
+    ...(extra.abortsInFlight === undefined ? {} : { abortsInFlight: extra.abortsInFlight }),
   });
 
   it('resolves with the call', async () => {
@@ -71,6 +76,78 @@ describe('runBounded', () => {
     const error = await rejection(runBounded(scope({ timeout: 20 }), never, map));
     expect(UnavailableError.isInstance(error)).toBe(true);
     expect(error.message).toContain('get');
+  });
+
+  it('a call that never settles rejects with the timeout error, not before its timeout, and aborts its signal', async () => {
+    const deadlines = new Deadlines(new AbortController().signal, 40);
+    let seen: AbortSignal | undefined;
+    const start = performance.now();
+    const error = await rejection(
+      runBounded(
+        { user: undefined, deadlines, operation: 'put' },
+        (signal) => {
+          seen = signal;
+          return never();
+        },
+        map,
+      ),
+    );
+    expect(performance.now() - start).toBeGreaterThanOrEqual(40);
+    expect(UnavailableError.isInstance(error)).toBe(true);
+    expect(error.message).toBe('put timed out after 40 ms');
+    expect(seen?.aborted).toBe(true);
+    expect(deadlines.pending).toBe(0);
+  });
+
+  it('calls started at different times on one store each time out, the settled ones do not', async () => {
+    const deadlines = new Deadlines(new AbortController().signal, 30);
+    const call = (fn: () => Promise<unknown>) =>
+      runBounded({ user: undefined, deadlines, operation: 'get' }, fn, map);
+    const first = rejection(call(never));
+    const quick = call(async () => 'done');
+    await delay(20);
+    const second = rejection(call(never));
+    expect(await quick).toBe('done');
+    expect(UnavailableError.isInstance(await first)).toBe(true);
+    expect(deadlines.pending).toBe(1);
+    expect(UnavailableError.isInstance(await second)).toBe(true);
+    expect(deadlines.pending).toBe(0);
+  });
+
+  it("a write does not stop at the caller's abort once started: it settles with the outcome", async () => {
+    const controller = new AbortController();
+    let finish: (value: string) => void = () => {};
+    const pending = runBounded(
+      scope({ user: controller.signal, abortsInFlight: false }),
+      () =>
+        new Promise<string>((resolve) => {
+          finish = resolve;
+        }),
+      map,
+    );
+    controller.abort('late');
+    finish('applied');
+    expect(await pending).toBe('applied');
+  });
+
+  it("a read settles at once on the caller's abort; its signal still aborts at the deadline", async () => {
+    const controller = new AbortController();
+    let seen: AbortSignal | undefined;
+    const deadlines = new Deadlines(new AbortController().signal, 30);
+    const pending = runBounded(
+      { user: controller.signal, deadlines, operation: 'get' },
+      (signal) => {
+        seen = signal;
+        return never();
+      },
+      map,
+    );
+    controller.abort('stop');
+    expect((await rejection(pending)).name).toBe('AbortError');
+    expect(deadlines.pending).toBe(0);
+    // Nothing is pending any more: the shared signal is never aborted for it.
+    await delay(60);
+    expect(seen?.aborted).toBe(false);
   });
 
   it('maps raw errors, passes KVErrors through', async () => {
