@@ -56,8 +56,14 @@ describe.skipIf(launched.skip !== false)('a 3-server Consul cluster', () => {
     await stopped.stop();
     // An election among the two left (raft_multiplier 1: about a second); then every call works.
     await retry(() => all.put('k', 'while-down'), 15_000);
+    // A put attempt of the retry above that timed out may still apply after a later one (Consul
+    // cannot cancel a write): a CAS loop re-reads, as a user's would, and reads consistently (a
+    // default-mode read right after an election may be stale).
     for (let i = 0; i < 5; i++) {
-      const pair = await all.atomicPut('k', `while-down-${i}`, await all.get('k'));
+      const pair = await retry(
+        async () => all.atomicPut('k', `while-down-${i}`, await all.get('k', { consistent: true })),
+        10_000,
+      );
       expect(text(pair.value)).toBe(`while-down-${i}`);
     }
     const second = all.newLock('l', { ttl: 3_000 });
