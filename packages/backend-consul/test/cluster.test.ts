@@ -2,24 +2,12 @@ import { createStore, type KVPair, type Store } from '@kv/core';
 import { clusterFaultHooks, launchConsulCluster, privateServer } from '@kv/test-servers';
 import '../src/index.js';
 import { afterAll, describe, expect, it } from 'vitest';
-import { text, within } from './helpers.js';
+import { retry, text, within } from './helpers.js';
 
 // Three Consul servers on 127.0.0.1 (no namespaces needed): one of them stopped and started again.
 const launched = await privateServer('the 3-server cluster test', () => launchConsulCluster());
 
 const REQUEST_TIMEOUT = 2_000;
-
-async function retry<T>(fn: () => Promise<T>, ms: number): Promise<T> {
-  const deadline = performance.now() + ms;
-  for (;;) {
-    try {
-      return await fn();
-    } catch (error) {
-      if (performance.now() > deadline) throw error;
-      await new Promise((resolve) => setTimeout(resolve, 100));
-    }
-  }
-}
 
 describe.skipIf(launched.skip !== false)('a 3-server Consul cluster', () => {
   const cluster = launched.server as NonNullable<typeof launched.server>;

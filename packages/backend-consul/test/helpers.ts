@@ -41,3 +41,16 @@ export async function agentCall(
   if (!res.ok) throw new Error(`${method} ${path}: HTTP ${res.status} ${textBody}`);
   return textBody ? JSON.parse(textBody) : undefined;
 }
+
+/** Retries `fn` every 100 ms until it succeeds (an agent or a leader is coming back), bounded by `ms`. */
+export async function retry<T>(fn: () => Promise<T>, ms: number): Promise<T> {
+  const deadline = performance.now() + ms;
+  for (;;) {
+    try {
+      return await fn();
+    } catch (error) {
+      if (performance.now() > deadline) throw error;
+      await new Promise((resolve) => setTimeout(resolve, 100));
+    }
+  }
+}

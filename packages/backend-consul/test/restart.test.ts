@@ -1,6 +1,6 @@
 import { createStore, type KVPair, type Store, type TreeEvent } from '@kv/core';
 import { afterAll, describe, expect, it } from 'vitest';
-import { privateConsul, text, within } from './helpers.js';
+import { privateConsul, retry, text, within } from './helpers.js';
 
 // A one-server agent whose raft data lives on disk: a restart keeps keys, sessions and the raft index.
 const launched = await privateConsul('agent restart tests', { persistent: true });
@@ -28,19 +28,6 @@ async function until<T>(
 }
 
 const shown = (pair: KVPair | null): string | null => (pair ? text(pair.value) : null);
-
-/** Retries `fn` until it succeeds (the agent is coming back), bounded. */
-async function retry<T>(fn: () => Promise<T>, ms: number): Promise<T> {
-  const deadline = performance.now() + ms;
-  for (;;) {
-    try {
-      return await fn();
-    } catch (error) {
-      if (performance.now() > deadline) throw error;
-      await new Promise((resolve) => setTimeout(resolve, 100));
-    }
-  }
-}
 
 describe.skipIf(launched.skip !== false)('a Consul agent restart', () => {
   const server = launched.server as NonNullable<typeof launched.server>;
