@@ -87,7 +87,10 @@ function printablePrefix(key: string): string {
   return last === '.' || last === '..' ? prefix.slice(0, prefix.length - last.length) : prefix;
 }
 
-function deadlineOf(entry: ConsulEntry): number | undefined {
+/** How many keys' last-seen versions a store keeps for its CAS checks (see `versions`). */
+const VERSIONS_KEPT = 10_000;
+
+function deadlineOf(entry: Pick<ConsulEntry, 'Flags' | 'Session'>): number | undefined {
   const flags = entry.Flags;
   if (!entry.Session && flags === 0) return undefined;
   if (flags >= DEADLINE_MARK && flags < DEADLINE_MARK + DEADLINE_SPAN) return flags - DEADLINE_MARK;
@@ -146,6 +149,12 @@ export class ConsulStore extends BaseStore {
   private readonly keepAlive = new Map<number, KeepAliveSession | Promise<KeepAliveSession>>();
   private readonly heldLocks = new Map<string, { key: string; lost: (reason: string) => void }>();
   private readonly reaping = new Set<string>();
+  /**
+   * The version of each key this store saw last (its ModifyIndex and ttl deadline), at most
+   * VERSIONS_KEPT keys: a CAS names a version by its index, and one past its deadline is gone
+   * even while Consul has not deleted it yet. A CAS naming a version not here reads it first.
+   */
+  private readonly versions = new Map<string, { index: number; deadline: number | undefined }>();
 
   static async open(config: ResolvedConfig & ConsulOptions): Promise<ConsulStore> {
     const settings = consulSettings(config);
@@ -293,8 +302,34 @@ export class ConsulStore extends BaseStore {
     for (const entry of entries) {
       if (expired(entry, now)) this.reap(entry);
       else out.push(entry);
+      this.remember(entry.Key, entry.ModifyIndex, deadlineOf(entry));
     }
     return out;
+  }
+
+  private remember(key: string, index: number, deadline: number | undefined): void {
+    this.versions.delete(key);
+    this.versions.set(key, { index, deadline });
+    if (this.versions.size > VERSIONS_KEPT) {
+      const oldest = this.versions.keys().next().value;
+      if (oldest !== undefined) this.versions.delete(oldest);
+    }
+  }
+
+  /**
+   * True when the version `index` of `key` is a ttl entry past its deadline: a CAS on it must
+   * fail as on a missing key, and write nothing (Consul's check-index alone would let it through
+   * until the key's session is invalidated, or forever for a ttl longer than any session).
+   */
+  private async versionExpired(key: string, index: number, signal: AbortSignal): Promise<boolean> {
+    let known = this.versions.get(key);
+    if (known?.index !== index) {
+      const entry = await this.rawGet(key, signal, true);
+      // Another version (or none): the CAS's check-index fails and says which.
+      if (!entry || entry.ModifyIndex !== index) return false;
+      known = { index, deadline: deadlineOf(entry) };
+    }
+    return known.deadline !== undefined && known.deadline <= Date.now();
   }
 
   // ---- sessions ----
@@ -424,7 +459,9 @@ export class ConsulStore extends BaseStore {
     try {
       const results = await this.txn([...checks, { KV: { Verb: 'delete', Key: key } }, op], options.signal);
       const last = results[results.length - 1];
-      return last?.KV?.ModifyIndex ?? 0;
+      const index = last?.KV?.ModifyIndex ?? 0;
+      if (last?.KV) this.remember(key, index, deadlineOf(last.KV));
+      return index;
     } catch (error) {
       if (own && session) this.destroyQuietly(session);
       throw error;
@@ -464,6 +501,7 @@ export class ConsulStore extends BaseStore {
         throw error;
       }
     }
+    if (await this.versionExpired(key, previousIndex, options.signal)) throw new KeyNotFoundError(user);
     try {
       const index = await this.write(key, value, options, [
         { KV: { Verb: 'check-index', Key: key, Index: previousIndex } },
@@ -485,6 +523,7 @@ export class ConsulStore extends BaseStore {
 
   protected async _atomicDelete(key: string, previousIndex: number, signal: AbortSignal): Promise<void> {
     const user = stripPrefix(this.prefix, key);
+    if (await this.versionExpired(key, previousIndex, signal)) throw new KeyNotFoundError(user);
     try {
       // A DELETE ?cas=N of a missing key answers true: the txn's check-index tells a missing key apart.
       await this.txn(
@@ -569,7 +608,11 @@ export class ConsulStore extends BaseStore {
     let nextDeadline = Number.POSITIVE_INFINITY;
     while (!signal.aborted) {
       const wait = Math.max(1, Math.min(maxWait, Math.ceil(nextDeadline - Date.now()) + 1));
-      const bound = AbortSignal.timeout(wait + Math.ceil(wait / 16) + this.requestTimeout);
+      // A first query (no index) answers at once: an agent that holds it longer than
+      // requestTimeout is frozen or cut off, and the next attempt goes to the next agent.
+      const bound = AbortSignal.timeout(
+        index > 0 ? wait + Math.ceil(wait / 16) + this.requestTimeout : this.requestTimeout,
+      );
       let result: { entries: ConsulEntry[]; index: number | undefined };
       try {
         result = await this.getEntries(

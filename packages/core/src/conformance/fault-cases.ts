@@ -588,12 +588,24 @@ export function memberLostCase(define: Define): void {
           }
           return ok;
         };
-        const untilFinal = async (value: string) => {
+        // The watch must reach the key's final state: the value a consistent read returns once the
+        // watch has caught up. Not necessarily the test's last acknowledged write: a put that timed
+        // out on the dead or frozen member "may have happened", and may still apply after that write
+        // (Consul cannot cancel a request an agent holds; a thawed agent sends it on).
+        const read = t.caps.consistentRead ? { consistent: true } : {};
+        const untilFinal = async (written: string) => {
           const deadline = performance.now() + 30_000;
+          const seen: string[] = [];
           for (;;) {
-            const state = (await reader.next(30_000)) as KVPair | null;
-            if (state !== null && text(state.value) === value) return;
-            if (performance.now() > deadline) throw new Error(`the watch never yielded ${value}`);
+            const left = Math.max(1, deadline - performance.now());
+            const state = (await reader.next(left).catch((error: unknown) => {
+              throw new Error(
+                `the watch did not reach the final state after ${written} was written; it yielded ${seen.join(', ') || 'nothing'}: ${String(error)}`,
+              );
+            })) as KVPair | null;
+            seen.push(state === null ? 'null' : text(state.value));
+            const current = await retry(() => writer.get('m', read), 10_000);
+            if (state !== null && text(state.value) === text(current.value)) return;
           }
         };
         await cluster.kill(0);

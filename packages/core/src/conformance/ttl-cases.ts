@@ -1,6 +1,20 @@
 import { expect } from 'vitest';
-import { type Capabilities, InvalidArgumentError, NotSupportedError, type Store } from '../index.js';
-import { type Define, expectKVError, type Settings, sleep, type TestEnv, waitUntil } from './harness.js';
+import {
+  type Capabilities,
+  InvalidArgumentError,
+  KeyNotFoundError,
+  NotSupportedError,
+  type Store,
+} from '../index.js';
+import {
+  type Define,
+  expectKVError,
+  type Settings,
+  sleep,
+  type TestEnv,
+  text,
+  waitUntil,
+} from './harness.js';
 
 /** An expiry seen this much before `ttl` still counts as on time (timer and clock rounding). */
 const EARLY_TOLERANCE = 25;
@@ -37,6 +51,42 @@ export function ttlCases(define: Define): void {
         true,
       );
       expect((await store.list('')).map((p) => p.key)).toEqual(['parent/child', 'permanent']);
+    },
+  );
+
+  define(
+    'a CAS naming a ttl key after it expired fails as on a missing key and writes nothing, even before the server deletes it',
+    { rows: ['ttl', 'atomicPut', 'atomicDelete'], requires: 'ttl', timeout: ttlBound },
+    async (t) => {
+      const { store, caps } = t;
+      const ttl = t.settings.ttl;
+      await store.put('k', 'v', { ttl });
+      const written = performance.now();
+      const pair = await store.get('k');
+      // A store that never saw the key: what it knows of the version is the CAS's index alone.
+      const other = await t.open();
+      // No read of the key from here on: a read may make the backend delete the expired key, and
+      // the CAS must fail in the window before anything did. Time passing is what is tested here.
+      await sleep(Math.max(0, written + ttl + caps.ttlGranularity + 50 - performance.now()));
+      await expectKVError(
+        () => store.atomicPut('k', 'v2', pair),
+        KeyNotFoundError,
+        'atomicPut naming the expired version',
+      );
+      await expectKVError(
+        () => other.atomicPut('k', 'v3', pair),
+        KeyNotFoundError,
+        'atomicPut naming the expired version (a store that never read it)',
+      );
+      await expectKVError(
+        () => other.atomicDelete('k', pair),
+        KeyNotFoundError,
+        'atomicDelete naming the expired version',
+      );
+      await expectKVError(() => store.get('k'), KeyNotFoundError, 'get of the expired key');
+      // A create-only put succeeds: the expired key is gone.
+      await store.atomicPut('k', 'new', null);
+      expect(text((await store.get('k')).value)).toBe('new');
     },
   );
 
