@@ -8,10 +8,19 @@
 # Reports go to packages/<pkg>/.vitest-report-node<major>.json, which
 # scripts/summarize-tests.mjs adds to the total.
 #
-#   scripts/node-versions/run.sh [version ...]   e.g. 22.23.5 24.22.3
+#   scripts/node-versions/run.sh [--prepare-only] [version ...]   e.g. 22.23.5 24.22.3
+#
+# --prepare-only fetches each Node and builds its better-sqlite3, and runs no test: CI starts it in
+# the background while it lints, builds and tests on the workspace's Node, so the compiles are done
+# by the time these tests run.
 set -uo pipefail
 cd "$(dirname "$0")/../.."
 root=$PWD
+prepare_only=false
+if [ "${1:-}" = "--prepare-only" ]; then
+  prepare_only=true
+  shift
+fi
 versions=("$@")
 [ ${#versions[@]} -gt 0 ] || versions=(22.23.5 24.22.3)
 cache=${KV_NODE_VERSIONS_CACHE:-$root/.cache/node-versions}
@@ -41,6 +50,7 @@ for version in "${versions[@]}"; do
   fi
   built=$(now)
   echo "node-versions: Node $version ready (download $((fetched - started)) s, better-sqlite3 build $((built - fetched)) s)"
+  $prepare_only && continue
   run() {
     local pkg=$1
     shift

@@ -3,6 +3,7 @@ import {
   InvalidArgumentError,
   parseStoreUrl,
   type ResolvedConfig,
+  redactUrl,
   type StoreConfig,
   type TlsOptions,
 } from '@kv/core';
@@ -82,7 +83,9 @@ export function parseConsulUrl(url: string): StoreConfig {
   const config = parseStoreUrl(url) as Record<string, unknown>;
   const scheme = config.backend;
   if (scheme !== 'consul' && scheme !== 'consuls') {
-    throw new InvalidArgumentError(`not a consul:// or consuls:// URL: ${JSON.stringify(url)}`);
+    throw new InvalidArgumentError(
+      `not a consul:// or consuls:// URL: ${JSON.stringify(redactUrl(url, { secretUser: true }))}`,
+    );
   }
   if (config.username !== undefined) {
     if (config.password !== undefined) {

@@ -1,4 +1,4 @@
-import { type CommonConfig, createStore, InvalidArgumentError, registerBackend } from '@kv/core';
+import { type CommonConfig, createStore, InvalidArgumentError, redactUrl, registerBackend } from '@kv/core';
 import {
   CONSUL_OPTIONS,
   type ConsulOptions,
@@ -50,7 +50,7 @@ registerBackend({
 export async function openConsul(config: string | (CommonConfig & ConsulOptions)): Promise<ConsulStore> {
   if (typeof config === 'string' && !/^consuls?:\/\//i.test(config)) {
     throw new InvalidArgumentError(
-      `openConsul needs a consul:// or consuls:// URL, got ${JSON.stringify(config)}`,
+      `openConsul needs a consul:// or consuls:// URL, got ${JSON.stringify(redactUrl(config, { secretUser: true }))}`,
     );
   }
   const store = await createStore(typeof config === 'string' ? config : { ...config, backend: 'consul' });

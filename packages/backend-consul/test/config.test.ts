@@ -19,6 +19,9 @@ describe('consul URLs and options', () => {
     });
     expect(parseConsulUrl('consuls://h:8501/p')).toMatchObject({ backend: 'consuls', tls: true });
     expect(() => parseConsulUrl('consul://u:p@h:8500/p')).toThrow(InvalidArgumentError);
+    // A token in a URL that is refused never reaches the message.
+    expect(() => parseConsulUrl('redis://s3cr3t@h:8500/p')).toThrow(/"redis:\/\/\*\*\*@h:8500\/p"/);
+    expect(() => parseConsulUrl('redis://s3cr3t@h:8500/p')).not.toThrow(/s3cr3t/);
   });
 
   it('refuses bad options with InvalidArgumentError before connecting', async () => {

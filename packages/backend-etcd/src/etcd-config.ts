@@ -3,6 +3,7 @@ import {
   InvalidArgumentError,
   parseStoreUrl,
   type ResolvedConfig,
+  redactUrl,
   type StoreConfig,
   tlsMaterial,
 } from '@kv/core';
@@ -68,7 +69,8 @@ export const REQUEST_OVERHEAD = 1024;
 
 /** `etcds://` is `etcd://` with TLS on. */
 export function parseEtcdsUrl(url: string): StoreConfig {
-  if (!/^etcds:\/\//i.test(url)) throw new InvalidArgumentError(`not an etcds URL: ${JSON.stringify(url)}`);
+  if (!/^etcds:\/\//i.test(url))
+    throw new InvalidArgumentError(`not an etcds URL: ${JSON.stringify(redactUrl(url))}`);
   const config = parseStoreUrl(`etcd://${url.slice('etcds://'.length)}`) as Record<string, unknown>;
   config.backend = 'etcds';
   if (config.tls === undefined) config.tls = true;

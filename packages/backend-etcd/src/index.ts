@@ -3,6 +3,7 @@ import {
   createStore,
   InvalidArgumentError,
   type ResolvedConfig,
+  redactUrl,
   registerBackend,
 } from '@kv/core';
 import { ETCD_OPTIONS, type EtcdOptions, parseEtcdsUrl } from './etcd-config.js';
@@ -67,7 +68,7 @@ registerBackend({
 export async function openEtcd(config: string | (CommonConfig & EtcdOptions)): Promise<EtcdStore> {
   if (typeof config === 'string' && !/^etcds?:\/\//i.test(config)) {
     throw new InvalidArgumentError(
-      `openEtcd needs an etcd:// or etcds:// URL, got ${JSON.stringify(config)}`,
+      `openEtcd needs an etcd:// or etcds:// URL, got ${JSON.stringify(redactUrl(config))}`,
     );
   }
   const store = await createStore(typeof config === 'string' ? config : { ...config, backend: 'etcd' });

@@ -2,6 +2,7 @@ import {
   InvalidArgumentError,
   parseStoreUrl,
   type ResolvedConfig,
+  redactUrl,
   type StoreConfig,
   type TlsOptions,
 } from '@kv/core';
@@ -63,7 +64,7 @@ export function parseRedisUrl(url: string): StoreConfig {
   const config = parseStoreUrl(url) as Record<string, unknown>;
   const scheme = config.backend;
   if (scheme !== 'redis' && scheme !== 'rediss') {
-    throw new InvalidArgumentError(`not a redis:// or rediss:// URL: ${JSON.stringify(url)}`);
+    throw new InvalidArgumentError(`not a redis:// or rediss:// URL: ${JSON.stringify(redactUrl(url))}`);
   }
   if (scheme === 'rediss' && config.tls === undefined) config.tls = true;
   return config as StoreConfig;

@@ -3,6 +3,7 @@ import {
   MAX_TIMER_MS,
   parseStoreUrl,
   type ResolvedConfig,
+  redactUrl,
   type StoreConfig,
 } from '@kv/core';
 
@@ -48,7 +49,7 @@ export interface ZooKeeperSettings {
 export function parseZooKeeperUrl(url: string): StoreConfig {
   const config = parseStoreUrl(url) as Record<string, unknown>;
   if (config.backend !== 'zookeeper') {
-    throw new InvalidArgumentError(`not a zookeeper:// URL: ${JSON.stringify(url)}`);
+    throw new InvalidArgumentError(`not a zookeeper:// URL: ${JSON.stringify(redactUrl(url))}`);
   }
   return config as StoreConfig;
 }

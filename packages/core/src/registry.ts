@@ -178,8 +178,12 @@ const COMMON: ReadonlySet<string> = new Set<keyof CommonConfig | 'backend'>([
 
 const DEFAULT_TIMEOUT = 5_000;
 
-/** `url` with the password of its userinfo (`scheme://user:password@...`) masked, for messages. */
-export function redactUrl(url: string): string {
+/**
+ * `url` with the password of its userinfo (`scheme://user:password@...`) masked, for messages;
+ * with `secretUser`, the whole userinfo (a backend whose user part is a token: `consul://TOKEN@...`).
+ */
+export function redactUrl(url: string, options: { secretUser?: boolean } = {}): string {
+  if (options.secretUser) return url.replace(/^([a-z][a-z0-9+.-]*:\/\/)[^@/?#]+@/i, '$1***@');
   return url.replace(/^([a-z][a-z0-9+.-]*:\/\/[^@/?#:]*:)[^@/?#]*@/i, '$1***@');
 }
 

@@ -71,6 +71,8 @@ describe('parseStoreUrl', () => {
     expect(() => parseStoreUrl(url)).not.toThrow(/s3cr/);
     expect(redactUrl('redis://:pw@h:1/0')).toBe('redis://:***@h:1/0');
     expect(redactUrl('redis://user@h:1/0')).toBe('redis://user@h:1/0');
+    expect(redactUrl('consul://tok-en@h:1/p', { secretUser: true })).toBe('consul://***@h:1/p');
+    expect(redactUrl('consul://h:1/p?a=b@c', { secretUser: true })).toBe('consul://h:1/p?a=b@c');
   });
 
   it('rejects bad percent-encoding with InvalidArgumentError, not a URIError', () => {
