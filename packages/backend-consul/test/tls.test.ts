@@ -1,21 +1,12 @@
-import { mkdtempSync, readFileSync, rmSync } from 'node:fs';
-import { tmpdir } from 'node:os';
-import { join } from 'node:path';
+import { readFileSync } from 'node:fs';
 import { createStore, InvalidArgumentError, type Store, UnavailableError } from '@kv/core';
-import { freePorts, makeTestCertificates, type TestCertificates } from '@kv/test-servers';
+import { freePorts, type TestCertificates, testCertificates } from '@kv/test-servers';
 import { afterAll, describe, expect, it } from 'vitest';
 import { openConsul } from '../src/index.js';
 import { privateConsul, text } from './helpers.js';
 
-const dir = mkdtempSync(join(tmpdir(), 'kv-consul-tls-'));
-let certs: TestCertificates | undefined;
-let made: string | false = false;
-try {
-  certs = makeTestCertificates(dir, ['consul.test']);
-} catch (error) {
-  made = `openssl could not make the test certificates: ${(error as Error).message}`;
-  if (process.env.CI === 'true') throw new Error(made, { cause: error });
-}
+const made = testCertificates('consul', ['consul.test']);
+const certs = made.files;
 const [httpsPort] = await freePorts(1);
 
 // A private agent that also serves its API over HTTPS with a certificate of the throwaway CA.
@@ -29,7 +20,7 @@ const launched = certs
         'verify_incoming = false',
       ],
     })
-  : { server: undefined, skip: made as string };
+  : { server: undefined, skip: made.skip as string };
 
 describe.skipIf(launched.skip !== false)('consul over HTTPS', () => {
   const c = certs as TestCertificates;
@@ -43,7 +34,7 @@ describe.skipIf(launched.skip !== false)('consul over HTTPS', () => {
   afterAll(async () => {
     await Promise.allSettled(stores.map((s) => s.close()));
     await launched.server?.dispose();
-    rmSync(dir, { recursive: true, force: true });
+    made.dispose();
   });
 
   it('connects with the CA as PEM text: writes, reads, watches and locks', async () => {

@@ -1,8 +1,6 @@
-import { mkdtempSync, readFileSync, rmSync } from 'node:fs';
-import { tmpdir } from 'node:os';
-import { join } from 'node:path';
+import { readFileSync } from 'node:fs';
 import { createStore, type Store, UnavailableError } from '@kv/core';
-import { makeTestCertificates, type TestCertificates } from '@kv/test-servers';
+import { mutualTls, type TestCertificates, testCertificates } from '@kv/test-servers';
 import { afterAll, describe, expect, it } from 'vitest';
 import { openEtcd } from '../src/index.js';
 import { privateEtcd, text } from './helpers.js';
@@ -11,32 +9,15 @@ import { privateEtcd, text } from './helpers.js';
 const warnings: Error[] = [];
 process.on('warning', (warning) => warnings.push(warning));
 
-const dir = mkdtempSync(join(tmpdir(), 'kv-etcd-tls-'));
-let files: TestCertificates | undefined;
-let made: string | false = false;
-try {
-  files = makeTestCertificates(dir, ['etcd.test']);
-} catch (error) {
-  made = `openssl could not make the test certificates: ${(error as Error).message}`;
-  if (process.env.CI === 'true') throw new Error(made, { cause: error });
-}
+const certs = testCertificates('etcd', ['etcd.test']);
 
 // A private etcd serving clients over TLS only, and asking them for a certificate of the test CA.
-const launched = files
-  ? await privateEtcd('TLS tests', {
-      tls: {
-        certFile: files.serverCert,
-        keyFile: files.serverKey,
-        caFile: files.ca,
-        clientCertAuth: true,
-        clientCertFile: files.clientCert,
-        clientKeyFile: files.clientKey,
-      },
-    })
-  : { server: undefined, skip: made as string };
+const launched = certs.files
+  ? await privateEtcd('TLS tests', { tls: mutualTls(certs.files) })
+  : { server: undefined, skip: certs.skip };
 
 describe.skipIf(launched.skip !== false)('etcd over TLS with a client certificate', () => {
-  const f = files as NonNullable<typeof files>;
+  const f = certs.files as TestCertificates;
   const endpoint = launched.server?.endpoints[0] as string;
   const stores: Store[] = [];
   const pem = (path: string) => readFileSync(path, 'utf8');
@@ -48,7 +29,7 @@ describe.skipIf(launched.skip !== false)('etcd over TLS with a client certificat
   afterAll(async () => {
     await Promise.allSettled(stores.map((s) => s.close()));
     await launched.server?.dispose();
-    rmSync(dir, { recursive: true, force: true });
+    certs.dispose();
   });
 
   it('connects with the CA and a client certificate given as PEM text', async () => {

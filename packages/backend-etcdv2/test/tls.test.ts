@@ -1,36 +1,17 @@
-import { mkdtempSync, readFileSync, rmSync } from 'node:fs';
-import { tmpdir } from 'node:os';
-import { join } from 'node:path';
+import { readFileSync } from 'node:fs';
 import { createStore, InvalidArgumentError, type Store, UnavailableError } from '@kv/core';
 import { Reader } from '@kv/core/conformance';
-import { makeTestCertificates, serverFor, type TestCertificates } from '@kv/test-servers';
+import { mutualTls, serverFor, type TestCertificates, testCertificates } from '@kv/test-servers';
 import { afterAll, describe, expect, it } from 'vitest';
 import { openEtcdV2 } from '../src/index.js';
 import { privateEtcd, text } from './helpers.js';
 
-const dir = mkdtempSync(join(tmpdir(), 'kv-etcdv2-tls-'));
-let files: TestCertificates | undefined;
-let made: string | false = false;
-try {
-  files = makeTestCertificates(dir, ['etcd.test']);
-} catch (error) {
-  made = `openssl could not make the test certificates: ${(error as Error).message}`;
-  if (process.env.CI === 'true') throw new Error(made, { cause: error });
-}
+const certs = testCertificates('etcdv2', ['etcd.test']);
 
 // A private etcd serving clients (v2 API on) over TLS only, asking them for a certificate of the test CA.
-const launched = files
-  ? await privateEtcd('TLS tests', {
-      tls: {
-        certFile: files.serverCert,
-        keyFile: files.serverKey,
-        caFile: files.ca,
-        clientCertAuth: true,
-        clientCertFile: files.clientCert,
-        clientKeyFile: files.clientKey,
-      },
-    })
-  : { server: undefined, skip: made as string };
+const launched = certs.files
+  ? await privateEtcd('TLS tests', { tls: mutualTls(certs.files) })
+  : { server: undefined, skip: certs.skip };
 const plainEtcd = await serverFor('etcd');
 
 // Node warns (DEP0123) when an IP is given as the TLS server name: nothing here may cause that.
@@ -39,7 +20,7 @@ const onWarning = (warning: Error) => warnings.push(warning);
 process.on('warning', onWarning);
 
 describe.skipIf(launched.skip !== false)('etcd v2 over TLS with a client certificate', () => {
-  const f = files as TestCertificates;
+  const f = certs.files as TestCertificates;
   const endpoint = launched.server?.endpoints[0] as string;
   const files_ = () =>
     `caFile=${encodeURIComponent(f.ca)}&certFile=${encodeURIComponent(f.clientCert)}&keyFile=${encodeURIComponent(f.clientKey)}`;
@@ -54,7 +35,7 @@ describe.skipIf(launched.skip !== false)('etcd v2 over TLS with a client certifi
     process.off('warning', onWarning);
     await Promise.allSettled(stores.map((s) => s.close()));
     await launched.server?.dispose();
-    rmSync(dir, { recursive: true, force: true });
+    certs.dispose();
     expect(warnings.map(String).filter((w) => /DEP0123|IP address/.test(w))).toEqual([]);
   });
 

@@ -1,5 +1,6 @@
 import { execFileSync } from 'node:child_process';
-import { writeFileSync } from 'node:fs';
+import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 
 /** PEM file paths of a throwaway PKI made by `makeTestCertificates`. */
@@ -73,5 +74,50 @@ export function makeTestCertificates(dir: string, extraDnsNames: readonly string
     clientCert: path('client.crt'),
     clientKey: path('client.key'),
     otherCa: path('other.crt'),
+  };
+}
+
+/** Certificates made in a temporary directory, or why they could not be (see `testCertificates`). */
+export type MadeCertificates =
+  | { readonly files: TestCertificates; readonly skip: false; dispose(): void }
+  | { readonly files: undefined; readonly skip: string; dispose(): void };
+
+/**
+ * `makeTestCertificates` in a fresh temporary directory named after `name`, for a test file's TLS
+ * server. Outside CI, openssl failing gives the reason to skip (loudly) instead; with CI=true it
+ * throws. `dispose()` removes the directory.
+ */
+export function testCertificates(name: string, extraDnsNames: readonly string[] = []): MadeCertificates {
+  const dir = mkdtempSync(join(tmpdir(), `kv-${name}-tls-`));
+  const dispose = () => rmSync(dir, { recursive: true, force: true });
+  try {
+    return { files: makeTestCertificates(dir, extraDnsNames), skip: false, dispose };
+  } catch (error) {
+    dispose();
+    const why = `openssl could not make the test certificates: ${(error as Error).message}`;
+    if (process.env.CI === 'true') throw new Error(why, { cause: error });
+    return { files: undefined, skip: why, dispose };
+  }
+}
+
+/**
+ * The file options of a TLS server that serves with the test server certificate and asks clients
+ * for one of the test CA (mutual TLS), plus the client pair it uses for its own connections.
+ */
+export function mutualTls(files: TestCertificates): {
+  certFile: string;
+  keyFile: string;
+  caFile: string;
+  clientCertAuth: true;
+  clientCertFile: string;
+  clientKeyFile: string;
+} {
+  return {
+    certFile: files.serverCert,
+    keyFile: files.serverKey,
+    caFile: files.ca,
+    clientCertAuth: true,
+    clientCertFile: files.clientCert,
+    clientKeyFile: files.clientKey,
   };
 }

@@ -1,4 +1,10 @@
-export { makeTestCertificates, type TestCertificates } from './certs.js';
+export {
+  type MadeCertificates,
+  makeTestCertificates,
+  mutualTls,
+  type TestCertificates,
+  testCertificates,
+} from './certs.js';
 export {
   type ClusterNet,
   type ClusterNetOptions,
