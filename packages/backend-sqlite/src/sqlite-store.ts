@@ -194,6 +194,9 @@ export class SqliteStore extends BaseStore {
         `SELECT key, value, version FROM kv WHERE key >= @lo AND key < @hi AND ${live}`,
       ),
       // The statements of every write take positional parameters: cheaper to bind than an object's.
+      current: db.prepare<[string, number], { version: number }>(
+        'SELECT version FROM kv WHERE key = ? AND (expires_at IS NULL OR expires_at > ?)',
+      ),
       upsert: db.prepare<[string, Buffer, number, number | null, string | null]>(
         `INSERT INTO kv (key, value, version, expires_at, owner) VALUES (?, ?, ?, ?, ?)
          ON CONFLICT (key) DO UPDATE SET value = excluded.value, version = excluded.version,
@@ -482,7 +485,7 @@ export class SqliteStore extends BaseStore {
     options: PrimitiveWriteOptions,
   ): Promise<RawPair> {
     const row = this.write((now) => {
-      const current = this.stmt.get.get({ key, now });
+      const current = this.stmt.current.get(key, now);
       if (previousIndex === null) {
         if (current) throw new KeyExistsError(this.userKey(key));
       } else {
@@ -498,7 +501,7 @@ export class SqliteStore extends BaseStore {
 
   protected async _atomicDelete(key: string, previousIndex: number, _signal: AbortSignal): Promise<void> {
     this.write((now) => {
-      const current = this.stmt.get.get({ key, now });
+      const current = this.stmt.current.get(key, now);
       if (!current) throw new KeyNotFoundError(this.userKey(key));
       if (current.version !== previousIndex) throw new KeyModifiedError(this.userKey(key));
       this.deleteRow(key);
