@@ -25,8 +25,8 @@ import {
 } from '@kv/core';
 import Database from 'better-sqlite3';
 import { positiveInt, type SqliteOptions } from './sqlite-config.js';
-import { ensureSchema, LOG_ROW_SIZE, logRowSize, NewerSchemaError, SCHEMA_VERSION } from './sqlite-schema.js';
 import { Notifier } from './sqlite-notifier.js';
+import { ensureSchema, LOG_ROW_SIZE, logRowSize, NewerSchemaError, SCHEMA_VERSION } from './sqlite-schema.js';
 
 export const SQLITE_CAPABILITIES: Capabilities = Object.freeze({
   watch: true,
