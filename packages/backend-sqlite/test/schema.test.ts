@@ -5,6 +5,7 @@ import { createStore, InvalidArgumentError, type KVPair, type TreeEvent } from '
 import Database from 'better-sqlite3';
 import { afterAll, describe, expect, it } from 'vitest';
 import '@kv/backend-sqlite';
+import { pull } from './helpers.js';
 
 const dir = mkdtempSync(join(tmpdir(), 'kv-sqlite-schema-'));
 afterAll(() => rmSync(dir, { recursive: true, force: true }));
@@ -57,18 +58,6 @@ function firstLayoutFile(name: string, { emptyLog = false } = {}): string {
 }
 
 const text = (pair: KVPair | null | undefined) => (pair ? new TextDecoder().decode(pair.value) : null);
-
-async function pull<T>(iterator: AsyncIterator<T>, ms = 5_000): Promise<T> {
-  let timer: NodeJS.Timeout | undefined;
-  const result = await Promise.race([
-    iterator.next(),
-    new Promise<never>((_, reject) => {
-      timer = setTimeout(() => reject(new Error(`nothing within ${ms} ms`)), ms);
-    }),
-  ]).finally(() => clearTimeout(timer));
-  if (result.done) throw new Error('the iterator ended');
-  return result.value;
-}
 
 describe('sqlite: a file of the first layout is migrated when a store opens it', () => {
   it('keeps keys, versions, ttls, the log and its index; sequences and fencing tokens go on above the old ones', async () => {
