@@ -1,5 +1,3 @@
-import type Database from 'better-sqlite3';
-
 /**
  * The database's layout, `PRAGMA user_version`. 0: the first released layout
  * (the change log's sequence from `AUTOINCREMENT`, its bytes counted in a
@@ -52,6 +50,17 @@ CREATE TABLE IF NOT EXISTS lock_waiters (
 CREATE INDEX IF NOT EXISTS lock_waiters_key ON lock_waiters (key, id);
 `;
 
+/**
+ * The part of a better-sqlite3 connection the schema code uses (typed here, so
+ * this module's declarations do not need better-sqlite3's types).
+ */
+interface Connection {
+  pragma(source: string, options?: { simple?: boolean }): unknown;
+  exec(source: string): unknown;
+  prepare(source: string): { get(...params: unknown[]): unknown; all(...params: unknown[]): unknown[] };
+  transaction(fn: () => void): { immediate(): void };
+}
+
 /** Thrown for a file of a newer layout than this version knows. */
 export class NewerSchemaError extends Error {}
 
@@ -61,7 +70,7 @@ export class NewerSchemaError extends Error {}
  * sequences and fencing tokens go on above every one given before). Opening a
  * current file reads one pragma and writes nothing.
  */
-export function ensureSchema(db: Database.Database): void {
+export function ensureSchema(db: Connection): void {
   const version = () => db.pragma('user_version', { simple: true }) as number;
   if (version() === SCHEMA_VERSION) return;
   if (version() > SCHEMA_VERSION) throw new NewerSchemaError(`layout ${version()}`);
@@ -76,14 +85,14 @@ export function ensureSchema(db: Database.Database): void {
   }).immediate();
 }
 
-const tableExists = (db: Database.Database, name: string) =>
+const tableExists = (db: Connection, name: string) =>
   db.prepare("SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = ?").get(name) !== undefined;
 
-const maxOf = (db: Database.Database, sql: string): number =>
+const maxOf = (db: Connection, sql: string): number =>
   (db.prepare(sql).get() as { n: number | null } | undefined)?.n ?? 0;
 
 /** Layout 0 to 1: the log is copied with running totals; log_meta and fencing go. */
-function migrateFromFirstLayout(db: Database.Database): void {
+function migrateFromFirstLayout(db: Connection): void {
   if (!tableExists(db, 'changes')) return; // a new file
   const hasTotal = (db.prepare('PRAGMA table_info(changes)').all() as { name: string }[]).some(
     (column) => column.name === 'total',
