@@ -17,6 +17,7 @@ export class Notifier {
 
   wake(): void {
     this.generation++;
+    if (this.waiters.size === 0) return; // every write wakes: no copy when nobody waits
     for (const waiter of [...this.waiters]) waiter();
   }
 

@@ -26,6 +26,7 @@ import {
 import Database from 'better-sqlite3';
 import { positiveInt, type SqliteOptions } from './sqlite-config.js';
 import { Notifier } from './sqlite-notifier.js';
+import { ensureSchema, LOG_ROW_SIZE, logRowSize, NewerSchemaError, SCHEMA_VERSION } from './sqlite-schema.js';
 
 export const SQLITE_CAPABILITIES: Capabilities = Object.freeze({
   watch: true,
@@ -41,54 +42,12 @@ export const SQLITE_CAPABILITIES: Capabilities = Object.freeze({
   distributed: false,
 });
 
-const SCHEMA = `
-CREATE TABLE IF NOT EXISTS kv (
-  key        TEXT PRIMARY KEY,
-  value      BLOB NOT NULL,
-  version    INTEGER NOT NULL,
-  expires_at INTEGER,
-  owner      TEXT
-) WITHOUT ROWID;
-CREATE INDEX IF NOT EXISTS kv_expires ON kv (expires_at) WHERE expires_at IS NOT NULL;
-CREATE TABLE IF NOT EXISTS changes (
-  seq   INTEGER PRIMARY KEY AUTOINCREMENT,
-  key   TEXT NOT NULL,
-  value BLOB
-);
-CREATE TABLE IF NOT EXISTS locks (
-  key        TEXT PRIMARY KEY,
-  holder     TEXT NOT NULL,
-  expires_at INTEGER NOT NULL
-) WITHOUT ROWID;
-CREATE TABLE IF NOT EXISTS fencing (
-  key   TEXT PRIMARY KEY,
-  token INTEGER NOT NULL
-) WITHOUT ROWID;
-CREATE TABLE IF NOT EXISTS lock_waiters (
-  id         INTEGER PRIMARY KEY AUTOINCREMENT,
-  key        TEXT NOT NULL,
-  holder     TEXT NOT NULL,
-  expires_at INTEGER NOT NULL
-);
-CREATE INDEX IF NOT EXISTS lock_waiters_key ON lock_waiters (key, id);
-CREATE TABLE IF NOT EXISTS log_meta (
-  name  TEXT PRIMARY KEY,
-  value INTEGER NOT NULL
-) WITHOUT ROWID;
-`;
-
 /**
  * ms a lock waiter's place in the queue lives without a refresh: a waiter
  * refreshes it every third of this while it waits, so a waiter that died
  * leaves the queue within this, whatever the lock's ttl.
  */
 export const WAITER_HEARTBEAT = 1_500;
-
-/** Bytes a change-log row is counted as: key and value bytes plus a row's overhead. */
-const LOG_ROW_OVERHEAD = 16;
-const LOG_ROW_SIZE = `length(CAST(key AS BLOB)) + COALESCE(length(value), 0) + ${LOG_ROW_OVERHEAD}`;
-const logRowSize = (key: string, value: Uint8Array | null) =>
-  Buffer.byteLength(key) + (value?.byteLength ?? 0) + LOG_ROW_OVERHEAD;
 
 interface Row {
   key: string;
@@ -148,10 +107,10 @@ export class SqliteStore extends BaseStore {
   private sweepTimer: NodeJS.Timeout | undefined;
   private dataVersion = 0;
   private logged = false;
-  /** The sequence of the row the running write transaction logged last. */
-  private lastSeq = 0;
-  /** Bytes logged by the write transaction that runs now. */
-  private loggedBytes = 0;
+  /** The log's newest row as the running write transaction left it (read at its first change). */
+  private tail: { seq: number; total: number } | undefined;
+  /** The log's oldest row when this store last looked, and the bytes logged before it (see `trimLog`). */
+  private oldest: { seq: number; before: number } | undefined;
   private readonly stmt: ReturnType<SqliteStore['prepare']>;
   /** The body of every write transaction, made once (better-sqlite3 builds a wrapper per `transaction()`). */
   private readonly writeTransaction: Database.Transaction<(fn: (now: number) => unknown) => unknown>;
@@ -191,7 +150,7 @@ export class SqliteStore extends BaseStore {
       this.db = new Database(path, { timeout: busyTimeout });
       this.db.pragma('journal_mode = WAL');
       this.db.pragma('synchronous = NORMAL');
-      this.db.exec(SCHEMA);
+      ensureSchema(this.db);
     } catch (error) {
       (this as unknown as { db?: Database.Database }).db?.close();
       const directory = dirname(resolve(path));
@@ -199,6 +158,11 @@ export class SqliteStore extends BaseStore {
         throw new InvalidArgumentError(
           `sqlite ${path}: the directory ${directory} does not exist; create it first (the store creates the file, not its directories)`,
           { cause: error },
+        );
+      }
+      if (error instanceof NewerSchemaError) {
+        throw new InvalidArgumentError(
+          `sqlite ${path}: the file has ${error.message}, newer than this version of @kv/backend-sqlite knows (${SCHEMA_VERSION}); upgrade it`,
         );
       }
       throw this.mapSqliteError(error, `open ${path}`);
@@ -229,32 +193,38 @@ export class SqliteStore extends BaseStore {
       list: db.prepare<{ lo: string; hi: string | Buffer; now: number }, Row>(
         `SELECT key, value, version FROM kv WHERE key >= @lo AND key < @hi AND ${live}`,
       ),
-      upsert: db.prepare<{
-        key: string;
-        value: Buffer;
-        version: number;
-        expires: number | null;
-        owner: string | null;
-      }>(
-        `INSERT INTO kv (key, value, version, expires_at, owner) VALUES (@key, @value, @version, @expires, @owner)
+      // The statements of every write take positional parameters: cheaper to bind than an object's.
+      current: db.prepare<[string, number], { version: number }>(
+        'SELECT version FROM kv WHERE key = ? AND (expires_at IS NULL OR expires_at > ?)',
+      ),
+      upsert: db.prepare<[string, Buffer, number, number | null, string | null]>(
+        `INSERT INTO kv (key, value, version, expires_at, owner) VALUES (?, ?, ?, ?, ?)
          ON CONFLICT (key) DO UPDATE SET value = excluded.value, version = excluded.version,
            expires_at = excluded.expires_at, owner = excluded.owner`,
       ),
-      deleteKey: db.prepare<{ key: string }, { key: string }>(
-        'DELETE FROM kv WHERE key = @key RETURNING key',
+      // No RETURNING in the write path: SQLite runs a RETURNING statement through a temporary table.
+      deleteKey: db.prepare<[string]>('DELETE FROM kv WHERE key = ?'),
+      keysInRange: db.prepare<[string, string | Buffer], { key: string }>(
+        'SELECT key FROM kv WHERE key >= ? AND key < ?',
       ),
-      deleteRange: db.prepare<{ lo: string; hi: string | Buffer }, { key: string }>(
-        'DELETE FROM kv WHERE key >= @lo AND key < @hi RETURNING key',
+      deleteRange: db.prepare<[string, string | Buffer]>('DELETE FROM kv WHERE key >= ? AND key < ?'),
+      expired: db.prepare<[number], { key: string }>(
+        'SELECT key FROM kv WHERE expires_at IS NOT NULL AND expires_at <= ?',
       ),
-      purge: db.prepare<{ now: number }, { key: string }>(
-        'DELETE FROM kv WHERE expires_at IS NOT NULL AND expires_at <= @now RETURNING key',
-      ),
+      deleteExpired: db.prepare<[number]>('DELETE FROM kv WHERE expires_at IS NOT NULL AND expires_at <= ?'),
       nextExpiry: db.prepare<[], { at: number | null }>(
         'SELECT MIN(expires_at) AS at FROM kv WHERE expires_at IS NOT NULL',
       ),
-      log: db.prepare<{ key: string; value: Buffer | null }>(
-        'INSERT INTO changes (key, value) VALUES (@key, @value)',
+      log: db.prepare<[number, string, Buffer | null, number]>(
+        'INSERT INTO changes (seq, key, value, total) VALUES (?, ?, ?, ?)',
       ),
+      newest: db.prepare<[], { seq: number; total: number }>(
+        'SELECT seq, total FROM changes ORDER BY seq DESC LIMIT 1',
+      ),
+      oldest: db.prepare<[], { seq: number; before: number }>(
+        `SELECT seq, total - (${LOG_ROW_SIZE}) AS before FROM changes ORDER BY seq LIMIT 1`,
+      ),
+      maxVersion: db.prepare<[], { n: number | null }>('SELECT MAX(version) AS n FROM kv'),
       maxSeq: db.prepare<[], { seq: number | null }>('SELECT MAX(seq) AS seq FROM changes'),
       minSeq: db.prepare<[], { seq: number | null }>('SELECT MIN(seq) AS seq FROM changes'),
       changesOfKey: db.prepare<{ after: number; key: string }, ChangeRow>(
@@ -263,21 +233,10 @@ export class SqliteStore extends BaseStore {
       changesInRange: db.prepare<{ after: number; lo: string; hi: string | Buffer }, ChangeRow>(
         'SELECT seq, key, value FROM changes WHERE seq > @after AND key >= @lo AND key < @hi ORDER BY seq',
       ),
-      trimRows: db.prepare<{ upTo: number }, { size: number }>(
-        `DELETE FROM changes WHERE seq <= @upTo RETURNING ${LOG_ROW_SIZE} AS size`,
-      ),
-      /** The first sequence by which the oldest rows add up to `excess` bytes (scans only those rows). */
-      trimCutoff: db.prepare<{ excess: number }, { seq: number }>(
-        `SELECT seq FROM (SELECT seq, SUM(${LOG_ROW_SIZE}) OVER (ORDER BY seq) AS running FROM changes)
-         WHERE running >= @excess LIMIT 1`,
-      ),
-      logBytes: db.prepare<[], { value: number }>("SELECT value FROM log_meta WHERE name = 'bytes'"),
-      countLogBytes: db.prepare<[], { size: number | null }>(
-        `SELECT SUM(${LOG_ROW_SIZE}) AS size FROM changes`,
-      ),
-      addLogBytes: db.prepare<{ delta: number }, { value: number }>(
-        `INSERT INTO log_meta (name, value) VALUES ('bytes', MAX(0, @delta))
-         ON CONFLICT (name) DO UPDATE SET value = MAX(0, value + @delta) RETURNING value`,
+      trimTo: db.prepare<[number]>('DELETE FROM changes WHERE seq <= ?'),
+      /** The first row by whose end the log holds `total` bytes: scans only the rows a trim removes. */
+      byteCutoff: db.prepare<[number], { seq: number }>(
+        'SELECT seq FROM changes WHERE total >= ? ORDER BY seq LIMIT 1',
       ),
       touch: db.prepare<{ key: string; owner: string; expires: number; now: number }>(
         `UPDATE kv SET expires_at = @expires WHERE key = @key AND owner = @owner AND ${live}`,
@@ -313,10 +272,6 @@ export class SqliteStore extends BaseStore {
       removeWaiter: db.prepare<{ key: string; holder: string }>(
         'DELETE FROM lock_waiters WHERE key = @key AND holder = @holder',
       ),
-      fence: db.prepare<{ key: string }, { token: number }>(
-        `INSERT INTO fencing (key, token) VALUES (@key, 1)
-         ON CONFLICT (key) DO UPDATE SET token = token + 1 RETURNING token`,
-      ),
     };
   }
 
@@ -329,7 +284,7 @@ export class SqliteStore extends BaseStore {
    */
   private write<T>(fn: (now: number) => T): T {
     this.logged = false;
-    this.loggedBytes = 0;
+    this.tail = undefined;
     const result = this.writeTransaction.immediate(fn) as T;
     if (this.logged) this.afterCommit();
     return result;
@@ -337,17 +292,37 @@ export class SqliteStore extends BaseStore {
 
   private writeBody(fn: (now: number) => unknown): unknown {
     const now = Date.now();
-    for (const { key } of this.stmt.purge.all({ now })) this.logChange(key, null);
+    // A read of the expiry index; the delete runs only when something expired (the usual write finds nothing).
+    const expired = this.stmt.expired.all(now);
+    if (expired.length > 0) {
+      this.stmt.deleteExpired.run(now);
+      for (const { key } of expired) this.logChange(key, null);
+    }
     const out = fn(now);
-    if (this.logged) this.trimLog(this.loggedBytes, this.lastSeq);
+    if (this.logged) this.trimLog();
     return out;
   }
 
+  /**
+   * Appends a change: its sequence is one above the log's newest row (the
+   * newest row is never trimmed, so sequences only grow), and its `total` the
+   * newest row's plus its own size. Two pages per write: the key's and the
+   * log's last.
+   */
   private logChange(key: string, value: Buffer | null): number {
-    const seq = Number(this.stmt.log.run({ key, value }).lastInsertRowid);
+    if (this.tail === undefined) {
+      // The transaction holds the write lock: the newest row stays the newest until it commits.
+      this.tail = this.stmt.newest.get() ?? {
+        // An empty log (a new file): start above every version there is.
+        seq: this.stmt.maxVersion.get()?.n ?? 0,
+        total: 0,
+      };
+    }
+    const seq = this.tail.seq + 1;
+    const total = this.tail.total + logRowSize(key, value);
+    this.stmt.log.run(seq, key, value, total);
+    this.tail = { seq, total };
     this.logged = true;
-    this.lastSeq = seq;
-    this.loggedBytes += logRowSize(key, value);
     return seq;
   }
 
@@ -357,40 +332,48 @@ export class SqliteStore extends BaseStore {
    * write transaction of every store, so the bound holds however short-lived
    * the stores are. The oldest rows go first and the newest row always stays,
    * so a watcher can tell it fell behind (the oldest row is past the one it
-   * needs) and re-reads. Deleting below a sequence is an index range; the
-   * row bound trims in batches of up to 256 rows (an eighth of the bound).
+   * needs) and re-reads. The log's bytes are the newest row's running total
+   * less the total before the oldest row. The oldest row is remembered: other
+   * stores only ever trim it away, so the remembered one gives an upper bound
+   * of both rows and bytes, and the log is read only when that bound is over.
+   * Trims go in batches (rows: up to 256, an eighth of the bound; bytes: a
+   * sixteenth of the bound more), so most writes trim nothing.
    */
-  private trimLog(added: number, newestLogged?: number): void {
-    // The row this transaction logged last is the newest: the transaction holds the write lock.
-    const newest = newestLogged ?? this.stmt.maxSeq.get()?.seq ?? 0;
-    let trimmed = 0;
-    // Over the bound: trim a batch more than needed, so most writes only read the oldest row
-    // (a leaf page of the log left clean is a page less to write to the WAL).
-    const over = newest - this.changeLogSize;
-    if ((this.stmt.minSeq.get()?.seq ?? newest) <= over) {
-      const upTo = over + Math.min(256, Math.floor(this.changeLogSize / 8));
-      for (const { size } of this.stmt.trimRows.all({ upTo: Math.min(upTo, newest - 1) })) trimmed += size;
+  private trimLog(): void {
+    const tail = this.tail ?? this.stmt.newest.get();
+    if (tail === undefined) return;
+    const within = (oldest: { seq: number; before: number }) =>
+      tail.seq - oldest.seq < this.changeLogSize && tail.total - oldest.before <= this.changeLogBytes;
+    if (this.oldest !== undefined && this.oldest.seq <= tail.seq && within(this.oldest)) return;
+    let oldest = this.stmt.oldest.get() ?? { seq: tail.seq, before: tail.total };
+    if (!within(oldest)) {
+      let upTo = oldest.seq - 1;
+      const over = tail.seq - this.changeLogSize;
+      if (oldest.seq <= over) upTo = over + Math.min(256, Math.floor(this.changeLogSize / 8));
+      const excess = tail.total - oldest.before - this.changeLogBytes;
+      if (excess > 0) {
+        const target = oldest.before + excess + Math.floor(this.changeLogBytes / 16);
+        upTo = Math.max(upTo, this.stmt.byteCutoff.get(target)?.seq ?? tail.seq);
+      }
+      this.stmt.trimTo.run(Math.min(upTo, tail.seq - 1));
+      oldest = this.stmt.oldest.get() ?? { seq: tail.seq, before: tail.total };
     }
-    const bytes = this.stmt.addLogBytes.get({ delta: added - trimmed })?.value ?? 0;
-    if (bytes <= this.changeLogBytes) return;
-    const cutoff = this.stmt.trimCutoff.get({ excess: bytes - this.changeLogBytes })?.seq ?? newest;
-    let freed = 0;
-    for (const { size } of this.stmt.trimRows.all({ upTo: Math.min(cutoff, newest - 1) })) freed += size;
-    if (freed > 0) this.stmt.addLogBytes.get({ delta: -freed });
+    this.oldest = oldest;
   }
 
-  /** On open: counts the log's bytes if no store did yet (a database of an older version), and trims it. */
+  /** On open: trims a log past its bounds (a larger `changeLogSize` before); a log within them costs no write. */
   private startLog(): void {
-    const bytes = this.stmt.logBytes.get()?.value;
-    const span = (this.stmt.maxSeq.get()?.seq ?? 0) - (this.stmt.minSeq.get()?.seq ?? 0);
-    // Nothing to do (the usual case): no write, so opening a store stays a read.
-    if (bytes !== undefined && bytes <= this.changeLogBytes && span < this.changeLogSize) return;
+    const tail = this.stmt.newest.get();
+    const oldest = this.stmt.oldest.get();
+    if (!tail || !oldest) return;
+    if (tail.seq - oldest.seq < this.changeLogSize && tail.total - oldest.before <= this.changeLogBytes) {
+      this.oldest = oldest;
+      return;
+    }
     this.db
       .transaction(() => {
-        if (!this.stmt.logBytes.get()) {
-          this.stmt.addLogBytes.get({ delta: this.stmt.countLogBytes.get()?.size ?? 0 });
-        }
-        this.trimLog(0);
+        this.tail = undefined;
+        this.trimLog();
       })
       .immediate();
   }
@@ -398,12 +381,12 @@ export class SqliteStore extends BaseStore {
   private putRow(key: string, value: Uint8Array, expires: number | null, owner: string | null): Row {
     const buffer = Buffer.from(value.buffer, value.byteOffset, value.byteLength);
     const version = this.logChange(key, buffer);
-    this.stmt.upsert.run({ key, value: buffer, version, expires, owner });
+    this.stmt.upsert.run(key, buffer, version, expires, owner);
     return { key, value: buffer, version };
   }
 
   private deleteRow(key: string): boolean {
-    const gone = this.stmt.deleteKey.all({ key }).length > 0;
+    const gone = this.stmt.deleteKey.run(key).changes > 0;
     if (gone) this.logChange(key, null);
     return gone;
   }
@@ -487,7 +470,9 @@ export class SqliteStore extends BaseStore {
     const [lo, hi] = rangeOf(dir);
     this.write(() => {
       this.deleteRow(dir);
-      for (const { key } of this.stmt.deleteRange.all({ lo, hi })) this.logChange(key, null);
+      const keys = this.stmt.keysInRange.all(lo, hi);
+      if (keys.length > 0) this.stmt.deleteRange.run(lo, hi);
+      for (const { key } of keys) this.logChange(key, null);
     });
     for (const key of this.keepAlive.keys())
       if (key === dir || (key >= lo && key < hi)) this.keepAlive.delete(key);
@@ -500,7 +485,7 @@ export class SqliteStore extends BaseStore {
     options: PrimitiveWriteOptions,
   ): Promise<RawPair> {
     const row = this.write((now) => {
-      const current = this.stmt.get.get({ key, now });
+      const current = this.stmt.current.get(key, now);
       if (previousIndex === null) {
         if (current) throw new KeyExistsError(this.userKey(key));
       } else {
@@ -516,7 +501,7 @@ export class SqliteStore extends BaseStore {
 
   protected async _atomicDelete(key: string, previousIndex: number, _signal: AbortSignal): Promise<void> {
     this.write((now) => {
-      const current = this.stmt.get.get({ key, now });
+      const current = this.stmt.current.get(key, now);
       if (!current) throw new KeyNotFoundError(this.userKey(key));
       if (current.version !== previousIndex) throw new KeyModifiedError(this.userKey(key));
       this.deleteRow(key);
@@ -727,9 +712,9 @@ export class SqliteStore extends BaseStore {
             }
             return { heldUntil: busyUntil };
           }
-          const token = this.stmt.fence.get({ key })?.token as number;
           this.stmt.lockSet.run({ key, holder, expires: now + ttl });
-          this.putRow(key, value, now + ttl, null);
+          // The fencing token is the sequence of the put that takes the lock: it only grows.
+          const token = this.putRow(key, value, now + ttl, null).version;
           if (queued) this.stmt.removeWaiter.run({ key, holder });
           queued = false;
           return { token };

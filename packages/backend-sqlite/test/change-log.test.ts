@@ -5,6 +5,7 @@ import { createStore, type KVPair, type Store, type TreeEvent } from '@kv/core';
 import Database from 'better-sqlite3';
 import { afterAll, describe, expect, it } from 'vitest';
 import '@kv/backend-sqlite';
+import { pull } from './helpers.js';
 
 const dir = mkdtempSync(join(tmpdir(), 'kv-sqlite-log-'));
 afterAll(() => rmSync(dir, { recursive: true, force: true }));
@@ -22,18 +23,6 @@ function logOf(path: string): { rows: number; bytes: number } {
   } finally {
     db.close();
   }
-}
-
-async function pull<T>(iterator: AsyncIterator<T>, ms = 5_000): Promise<T> {
-  let timer: NodeJS.Timeout | undefined;
-  const result = await Promise.race([
-    iterator.next(),
-    new Promise<never>((_, reject) => {
-      timer = setTimeout(() => reject(new Error(`nothing within ${ms} ms`)), ms);
-    }),
-  ]).finally(() => clearTimeout(timer));
-  if (result.done) throw new Error('the iterator ended');
-  return result.value;
 }
 
 describe('sqlite: the change log stays bounded, whatever the stores', () => {
