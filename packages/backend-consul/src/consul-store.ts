@@ -572,6 +572,14 @@ export class ConsulStore extends BaseStore {
     return shown ? toRaw(shown) : null;
   }
 
+  /** A ttl key's deadline is in its Flags; a keepAlive key rides on a session (no deadline to tell). */
+  protected override async _remainingTtl(key: string, signal: AbortSignal): Promise<number | undefined> {
+    const entry = await this.rawGet(key, signal);
+    const shown = entry ? this.visible([entry])[0] : undefined;
+    const deadline = shown ? deadlineOf(shown) : undefined;
+    return deadline === undefined ? undefined : Math.max(1, Math.ceil(deadline - Date.now()));
+  }
+
   protected async _list(dir: string, options: PrimitiveReadOptions): Promise<RawPair[]> {
     const { entries } = await this.getEntries(
       NON_PRINTABLE.test(dir) ? `/kv/${keyPath(printablePrefix(dir))}` : this.listPath(dir),

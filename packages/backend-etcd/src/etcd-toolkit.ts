@@ -606,6 +606,15 @@ export class EtcdStore extends EtcdContractStore {
     });
   }
 
+  /** A key's lease's time to live (whole seconds on etcd); a key without a lease has none. */
+  protected override async _remainingTtl(full: string): Promise<number | undefined> {
+    const response = await this.client.kv.range({ key: keyBytes(full) });
+    const lease = response.kvs[0]?.lease;
+    if (lease === undefined || String(lease) === '0') return undefined;
+    const ttl = num((await this.client.leaseClient.leaseTimeToLive({ ID: String(lease) })).TTL);
+    return ttl < 0 ? undefined : Math.max(1, ttl * 1000);
+  }
+
   /** The IDs of every lease on the cluster. */
   leases(options?: CallOptions): Promise<string[]> {
     return this.run('leases', options, async () => {

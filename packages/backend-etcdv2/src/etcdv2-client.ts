@@ -12,7 +12,10 @@ export interface V2Node {
   readonly value?: string;
   readonly dir?: boolean;
   readonly nodes?: V2Node[];
+  /** Seconds left, for a node with a ttl (rounded by the server). */
   readonly ttl?: number;
+  /** When a node with a ttl expires (RFC 3339, the server's clock). */
+  readonly expiration?: string;
   readonly modifiedIndex: number;
   readonly createdIndex: number;
 }

@@ -168,6 +168,21 @@ export class EtcdV2Store extends BaseStore {
     return (await this.readLeaf(key, options.consistent, options.signal)).pair;
   }
 
+  /** The server keeps the ttl: the node's `expiration` (its clock), else its whole seconds left. */
+  protected override async _remainingTtl(key: string, signal: AbortSignal): Promise<number | undefined> {
+    let node: V2Node | undefined;
+    try {
+      node = (await this.call('GET', leafPath(key), {}, signal)).node;
+    } catch (error) {
+      if (isCode(error, V2.keyNotFound)) return undefined;
+      throw error;
+    }
+    if (!node || node.dir || node.ttl === undefined) return undefined;
+    const at = node.expiration === undefined ? Number.NaN : Date.parse(node.expiration);
+    const left = Number.isFinite(at) ? at - Date.now() : node.ttl * 1000;
+    return Math.max(1, Math.ceil(left));
+  }
+
   private keyError(error: unknown, key: string, operation: string): unknown {
     if (error instanceof EtcdV2Error) return mapEtcdV2Error(error, operation, stripPrefix(this.prefix, key));
     return error;

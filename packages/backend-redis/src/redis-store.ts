@@ -310,6 +310,12 @@ export class RedisStore extends BaseStore {
     return { key, value: value ? new Uint8Array(value) : new Uint8Array(0), lastIndex: num(version) };
   }
 
+  /** The key's hash carries the ttl (PTTL: -1 without one, -2 missing). */
+  protected override async _remainingTtl(key: string, signal: AbortSignal): Promise<number | undefined> {
+    const ms = await this.command<number>(['PTTL', this.dataKey(key)], signal);
+    return ms > 0 ? ms : undefined;
+  }
+
   protected override async _exists(key: string, options: PrimitiveReadOptions): Promise<boolean> {
     return (await this.command<number>(['EXISTS', this.dataKey(key)], options.signal)) === 1;
   }

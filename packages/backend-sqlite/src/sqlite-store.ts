@@ -190,6 +190,9 @@ export class SqliteStore extends BaseStore {
       get: db.prepare<{ key: string; now: number }, Row>(
         `SELECT key, value, version FROM kv WHERE key = @key AND ${live}`,
       ),
+      expiresAt: db.prepare<{ key: string; now: number }, { at: number | null }>(
+        `SELECT expires_at AS at FROM kv WHERE key = @key AND ${live}`,
+      ),
       list: db.prepare<{ lo: string; hi: string | Buffer; now: number }, Row>(
         `SELECT key, value, version FROM kv WHERE key >= @lo AND key < @hi AND ${live}`,
       ),
@@ -444,6 +447,12 @@ export class SqliteStore extends BaseStore {
   protected async _get(key: string, _options: PrimitiveReadOptions): Promise<RawPair | null> {
     const row = this.stmt.get.get({ key, now: Date.now() });
     return row ? toRaw(row) : null;
+  }
+
+  protected override async _remainingTtl(key: string): Promise<number | undefined> {
+    const now = Date.now();
+    const at = this.stmt.expiresAt.get({ key, now })?.at;
+    return at === undefined || at === null ? undefined : Math.max(1, Math.ceil(at - now));
   }
 
   protected async _put(key: string, value: Uint8Array, options: PrimitiveWriteOptions): Promise<void> {

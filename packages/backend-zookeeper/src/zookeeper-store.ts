@@ -377,6 +377,14 @@ export class ZooKeeperStore extends BaseStore implements ZkLockHost {
     return node ? this.pairOf(key, path, node.stat, node.data).pair : null;
   }
 
+  /** A ttl key's deadline is its mtime (the server's clock) plus the ttl in its data; an ephemeral (keepAlive) node has none. */
+  protected override async _remainingTtl(key: string, signal: AbortSignal): Promise<number | undefined> {
+    const path = pathOf(key);
+    const node = await this.read(path, signal);
+    const at = node ? this.pairOf(key, path, node.stat, node.data).expiresAt : undefined;
+    return at === undefined ? undefined : Math.max(1, Math.ceil(at - this.serverNow()));
+  }
+
   protected async _put(key: string, value: Uint8Array, options: PrimitiveWriteOptions): Promise<void> {
     const path = pathOf(key);
     const { signal, ttl } = options;

@@ -192,6 +192,14 @@ export abstract class BaseStore implements Store {
     throw new NotSupportedError(this.backend, 'locks', this.unimplemented('lock', '_acquireLock'));
   }
 
+  /**
+   * The ms a key's ttl has left (`remainingTtl`). The default says the backend cannot tell; a
+   * backend overrides it when its server or its own bookkeeping knows a key's deadline.
+   */
+  protected _remainingTtl(_key: string, _signal: AbortSignal): Promise<number | undefined> {
+    throw new NotSupportedError(this.backend, 'remainingTtl');
+  }
+
   /** The reason for a default primitive's `NotSupportedError` when the capability is declared true. */
   private unimplemented(capability: 'watch' | 'watchTree' | 'lock', primitive: string): string | undefined {
     return this.capabilities[capability]
@@ -217,6 +225,25 @@ export abstract class BaseStore implements Store {
 
   tryGet(key: string, options?: ReadOptions): Promise<KVPair | null> {
     return this.#read('tryGet', key, options, (pair) => (pair ? this.toPair(pair) : null));
+  }
+
+  /**
+   * How long `key` has left to live: its remaining ttl in ms (rounded up), `undefined` for a key
+   * without a ttl or a missing key. Not part of the `Store` contract: it is what tools that copy
+   * keys with their ttls use (`kv copy`, `kv dump`), on a `BaseStore` whose backend can tell
+   * (`NotSupportedError` otherwise). A keepAlive key's figure is its current term, renewed while
+   * its owner lives.
+   */
+  remainingTtl(key: string, options?: CallOptions): Promise<number | undefined> {
+    return this.run(
+      'remainingTtl',
+      options,
+      (signal) => {
+        checkOptions(options, CALL_OPTIONS);
+        return this._remainingTtl(this.fullKey(key), signal);
+      },
+      'read',
+    );
   }
 
   /**

@@ -240,6 +240,12 @@ export class MemoryStore extends BaseStore {
     return entry ? toRaw(key, entry) : null;
   }
 
+  protected override async _remainingTtl(key: string): Promise<number | undefined> {
+    this.reach();
+    const at = this.server.read(key)?.expiresAt;
+    return at === undefined ? undefined : Math.max(1, Math.ceil(at - Date.now()));
+  }
+
   protected async _put(key: string, value: Uint8Array, options: PrimitiveWriteOptions): Promise<void> {
     this.reach();
     const entry = this.server.write(key, value, options.ttl);

@@ -5,7 +5,7 @@ import {
   type PrimitiveWriteOptions,
   type RawPair,
 } from './base-store.js';
-import { LockLostError } from './errors.js';
+import { LockLostError, NotSupportedError } from './errors.js';
 import { joinKey, stripPrefix } from './keys.js';
 import type { AcquiredLock, AcquireRequest } from './lock.js';
 import type { RawTreeChange, RawTreeUpdate } from './tree-state.js';
@@ -64,6 +64,13 @@ export abstract class WrappedStore extends BaseStore {
     if (options.ttl !== undefined) out.ttl = options.ttl;
     if (options.keepAlive) out.keepAlive = true;
     return out;
+  }
+
+  /** The inner store's figure, when it can tell (a `BaseStore`, or any store with `remainingTtl`). */
+  protected override async _remainingTtl(full: string, signal: AbortSignal): Promise<number | undefined> {
+    const inner = this.inner as Store & Partial<Pick<BaseStore, 'remainingTtl'>>;
+    if (typeof inner.remainingTtl !== 'function') throw new NotSupportedError(this.backend, 'remainingTtl');
+    return inner.remainingTtl(this.innerKey(full), { signal });
   }
 
   protected async _get(full: string, options: PrimitiveReadOptions): Promise<RawPair | null> {

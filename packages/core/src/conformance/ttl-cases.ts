@@ -2,6 +2,7 @@ import { expect } from 'vitest';
 import {
   type Capabilities,
   InvalidArgumentError,
+  InvalidKeyError,
   KeyNotFoundError,
   NotSupportedError,
   type Store,
@@ -87,6 +88,32 @@ export function ttlCases(define: Define): void {
       // A create-only put succeeds: the expired key is gone.
       await store.atomicPut('k', 'new', null);
       expect(text((await store.get('k')).value)).toBe('new');
+    },
+  );
+
+  define(
+    'remainingTtl (on a BaseStore, for tools that copy keys): within the ttl for a ttl key, undefined without a ttl or for a missing key',
+    { rows: ['ttl'], requires: 'ttl' },
+    async (t) => {
+      const store = t.store as Store & { remainingTtl?: (key: string) => Promise<number | undefined> };
+      // A store that is not a BaseStore (a third party's own) need not offer it.
+      if (typeof store.remainingTtl !== 'function') return;
+      const ttl = Math.max(t.caps.minTtl, 60_000);
+      const sent = performance.now();
+      await store.put('t', 'v', { ttl });
+      await store.put('plain', 'v');
+      const left = await store.remainingTtl('t');
+      const elapsed = performance.now() - sent;
+      const slack = t.caps.ttlGranularity + 1_000;
+      expect(left, 'the ms a ttl key has left').toBeGreaterThan(ttl - elapsed - slack);
+      expect(left).toBeLessThanOrEqual(ttl + slack);
+      expect(await store.remainingTtl('plain'), 'a key without a ttl').toBeUndefined();
+      expect(await store.remainingTtl('missing'), 'a missing key').toBeUndefined();
+      await expectKVError(
+        () => store.remainingTtl?.('') as Promise<unknown>,
+        InvalidKeyError,
+        'an invalid key',
+      );
     },
   );
 
