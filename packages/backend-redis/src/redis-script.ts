@@ -1,4 +1,6 @@
 import { createHash } from 'node:crypto';
+import type { RawPair } from '@kv/core';
+import { copyBytes } from './byte-slabs.js';
 
 /**
  * The one Lua script behind every write (and the reads that must be atomic).
@@ -296,7 +298,7 @@ export function parseChange(buf: Buffer): Change | undefined {
   const rest = len.next + len.value;
   switch (type) {
     case 112: // p
-      return { type: 'put', seq: seq.value, key, value: new Uint8Array(buf.subarray(rest)) };
+      return { type: 'put', seq: seq.value, key, value: copyBytes(buf, rest) };
     case 80: // P
       return { type: 'put', seq: seq.value, key, value: undefined };
     case 100: // d
@@ -309,13 +311,21 @@ export function parseChange(buf: Buffer): Change | undefined {
 }
 
 /**
- * A key's data string (`<version>:<owner>:<value bytes>`, as the script writes it): its version and
- * a copy of its value; undefined when it is not in that form.
+ * The pair a key's data string holds (`<version>:<owner>:<value bytes>`, as the script writes it),
+ * with a copy of its value; undefined when it is not in that form.
  */
-export function parseData(buf: Buffer): { value: Uint8Array; lastIndex: number } | undefined {
-  const version = readNumber(buf, 0);
-  if (!version) return undefined;
-  const end = buf.indexOf(58 /* : */, version.next);
-  if (end < 0) return undefined;
-  return { value: new Uint8Array(buf.subarray(end + 1)), lastIndex: version.value };
+export function parseData(key: string, buf: Buffer): RawPair | undefined {
+  const n = buf.length;
+  let lastIndex = 0;
+  let i = 0;
+  for (; i < n; i++) {
+    const digit = (buf[i] as number) - 48;
+    if (digit === 10 /* : */) break;
+    if (digit < 0 || digit > 9) return undefined;
+    lastIndex = lastIndex * 10 + digit;
+  }
+  let end = i + 1;
+  while (end < n && buf[end] !== 58 /* : */) end++;
+  if (i === 0 || end >= n) return undefined;
+  return { key, value: copyBytes(buf, end + 1), lastIndex };
 }

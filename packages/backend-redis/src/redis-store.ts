@@ -313,13 +313,13 @@ export class RedisStore extends BaseStore {
   /** The pair a key's data string holds; null for no data. */
   private pairOf(key: string, data: Buffer | null | undefined): RawPair | null {
     if (data === null || data === undefined) return null;
-    const parsed = parseData(data);
-    if (!parsed) {
+    const pair = parseData(key, data);
+    if (!pair) {
       throw new UnavailableError(
         `redis ${this.settings.host}:${this.settings.port}: ${this.dataKey(key)} does not hold kv data`,
       );
     }
-    return { key, value: parsed.value, lastIndex: parsed.lastIndex };
+    return pair;
   }
 
   protected override async _exists(key: string, options: PrimitiveReadOptions): Promise<boolean> {
