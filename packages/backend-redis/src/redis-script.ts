@@ -55,8 +55,14 @@ local function deadline(k, ttl)
   redis.call('ZADD', expk, nowms() + tonumber(ttl), k)
 end
 local function nextseq()
-  seed()
-  return redis.call('INCR', seqk)
+  local n = redis.call('INCR', seqk)
+  -- 1: the counter was missing (a seeded counter is never that small)
+  if n == 1 then
+    redis.call('DEL', seqk)
+    seed()
+    n = redis.call('INCR', seqk)
+  end
+  return n
 end
 local function emit(t, seq, k, payload)
   redis.call('PUBLISH', chan, t .. string.format('%d:%d:', seq, #k) .. k .. (payload or ''))
@@ -78,8 +84,9 @@ local function write(k, v, ttl, owner)
     redis.call('SET', dk(k), data, 'PX', ttl)
     deadline(k, ttl)
   else
+    -- A deadline left from an earlier write with a ttl stays in the deadline set until it is due:
+    -- the expire operation then finds the key without a ttl and drops the entry.
     redis.call('SET', dk(k), data)
-    redis.call('ZREM', expk, k)
   end
   redis.call('ZADD', idx, 0, k)
   if #v <= inline then emit('p', seq, k, v) else emit('P', seq, k) end

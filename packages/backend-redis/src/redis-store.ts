@@ -287,12 +287,15 @@ export class RedisStore extends BaseStore {
   /** Runs one operation of the script: EVALSHA, and EVAL when the server does not have it cached yet. */
   private async script<T>(op: string, args: Arg[], signal?: AbortSignal): Promise<T> {
     const n = this.names;
-    const tail: Arg[] = ['3', n.index, n.seq, n.expiries, op, n.ns, n.channel, String(INLINE_LIMIT), ...args];
+    const command: Arg[] = ['EVALSHA', SCRIPT_SHA, '3', n.index, n.seq, n.expiries, op, n.ns, n.channel, INLINE];
+    for (const arg of args) command.push(arg);
     try {
-      return await this.command<T>(['EVALSHA', SCRIPT_SHA, ...tail], signal);
+      return await this.command<T>(command, signal);
     } catch (error) {
       if (replyCode(error) !== 'NOSCRIPT') throw error;
-      return this.command<T>(['EVAL', SCRIPT, ...tail], signal);
+      command[0] = 'EVAL';
+      command[1] = SCRIPT;
+      return this.command<T>(command, signal);
     }
   }
 
@@ -881,6 +884,7 @@ export class RedisStore extends BaseStore {
   }
 }
 
+const INLINE = String(INLINE_LIMIT);
 /** Keys per chunk of a listing: one ZRANGEBYLEX and one MGET each (see listAt). */
 const LIST_CHUNK = 10_000;
 /** Chunked reads of a listing that met a concurrent change before the one-script listing. */
