@@ -68,16 +68,20 @@ local function emit(t, seq, k, payload)
   redis.call('PUBLISH', chan, t .. string.format('%d:%d:', seq, #k) .. k .. (payload or ''))
 end
 
--- An index entry whose data is gone (expired or evicted) leaves the index; watchers hear a delete.
+-- True when k has data. Else its index entry, if any, is one whose data is gone (expired or
+-- evicted): it leaves the index, and watchers hear a delete.
 local function sweep(k)
-  if redis.call('EXISTS', dk(k)) == 0 then
-    redis.call('ZREM', expk, k)
-    if redis.call('ZREM', idx, k) == 1 then emit('d', nextseq(), k) end
-  end
+  if redis.call('EXISTS', dk(k)) == 1 then return true end
+  redis.call('ZREM', expk, k)
+  if redis.call('ZREM', idx, k) == 1 then emit('d', nextseq(), k) end
+  return false
 end
 
-local function write(k, v, ttl, owner)
-  sweep(k)
+-- existed: the caller saw k's data in this script already.
+local function write(k, v, ttl, owner, existed)
+  -- A key with data is always in the index: every step that adds data adds its entry, and an entry
+  -- leaves only with its data (or after it, by sweep).
+  if not existed then existed = sweep(k) end
   local seq = nextseq()
   local data = string.format('%d:', seq) .. owner .. ':' .. v
   if ttl > 0 then
@@ -88,7 +92,7 @@ local function write(k, v, ttl, owner)
     -- the expire operation then finds the key without a ttl and drops the entry.
     redis.call('SET', dk(k), data)
   end
-  redis.call('ZADD', idx, 0, k)
+  if not existed then redis.call('ZADD', idx, 0, k) end
   if #v <= inline then emit('p', seq, k, v) else emit('P', seq, k) end
   return seq
 end
@@ -120,7 +124,7 @@ elseif op == 'cas' then
     if cur then return -1 end
   elseif not cur then return -2
   elseif cur ~= prev then return -3 end
-  return write(ARGV[5], ARGV[6], tonumber(ARGV[7]), ARGV[8])
+  return write(ARGV[5], ARGV[6], tonumber(ARGV[7]), ARGV[8], cur ~= nil)
 elseif op == 'del' then
   remove(ARGV[5])
   return 1
