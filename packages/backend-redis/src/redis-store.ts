@@ -51,6 +51,7 @@ type ClientOptions = NonNullable<Parameters<typeof createClient>[0]>;
 type Arg = string | Buffer;
 
 const BUFFERS = { [RESP_TYPES.BLOB_STRING]: Buffer } as const;
+const AS_BUFFERS = { typeMapping: BUFFERS };
 
 /** Redis key names of one namespace. */
 interface Names {
@@ -271,31 +272,53 @@ export class RedisStore extends BaseStore {
 
   // ---- commands ----
 
-  private options(signal: AbortSignal | undefined) {
-    return signal ? { typeMapping: BUFFERS, abortSignal: signal } : { typeMapping: BUFFERS };
+  /**
+   * The signal a command gives node-redis. `bounded`: the command serves a Store call, whose promise
+   * the core's deadline settles by itself; its signal then goes to node-redis only while the
+   * connection is not ready (the command waits in the offline queue, and an aborted call must not
+   * be sent after a reconnect). On a ready connection the command is written at once and only its
+   * reply is awaited; node-redis would add and remove an EventTarget listener per command (several
+   * µs each, more with the thousands of calls that share one deadline signal at high concurrency).
+   * Background work and watch reads, which nothing else bounds, always pass theirs.
+   */
+  private signalFor(signal: AbortSignal | undefined, bounded: boolean): AbortSignal | undefined {
+    return signal !== undefined && (!bounded || !this.client.isReady) ? signal : undefined;
   }
 
-  private command<T>(args: Arg[], signal?: AbortSignal): Promise<T> {
-    return this.client.sendCommand<T>(args, this.options(signal));
+  private command<T>(args: Arg[], signal?: AbortSignal, bounded = false): Promise<T> {
+    const abortSignal = this.signalFor(signal, bounded);
+    return this.client.sendCommand<T>(args, abortSignal ? { typeMapping: BUFFERS, abortSignal } : AS_BUFFERS);
   }
 
   /** A command whose replies are text (keys of the index): decoded as strings by the client. */
-  private textCommand<T>(args: Arg[], signal: AbortSignal): Promise<T> {
-    return this.client.sendCommand<T>(args, { abortSignal: signal });
+  private textCommand<T>(args: Arg[], signal: AbortSignal, bounded: boolean): Promise<T> {
+    const abortSignal = this.signalFor(signal, bounded);
+    return this.client.sendCommand<T>(args, abortSignal ? { abortSignal } : undefined);
   }
 
   /** Runs one operation of the script: EVALSHA, and EVAL when the server does not have it cached yet. */
-  private async script<T>(op: string, args: Arg[], signal?: AbortSignal): Promise<T> {
+  private async script<T>(op: string, args: Arg[], signal?: AbortSignal, bounded = false): Promise<T> {
     const n = this.names;
-    const command: Arg[] = ['EVALSHA', SCRIPT_SHA, '3', n.index, n.seq, n.expiries, op, n.ns, n.channel, INLINE];
+    const command: Arg[] = [
+      'EVALSHA',
+      SCRIPT_SHA,
+      '3',
+      n.index,
+      n.seq,
+      n.expiries,
+      op,
+      n.ns,
+      n.channel,
+      INLINE,
+    ];
     for (const arg of args) command.push(arg);
     try {
-      return await this.command<T>(command, signal);
+      return await this.command<T>(command, signal, bounded);
     } catch (error) {
       if (replyCode(error) !== 'NOSCRIPT') throw error;
       command[0] = 'EVAL';
       command[1] = SCRIPT;
-      return this.command<T>(command, signal);
+      return this.command<T>(command, signal, bounded);
     }
   }
 
@@ -310,7 +333,10 @@ export class RedisStore extends BaseStore {
   // ---- primitives ----
 
   protected async _get(key: string, options: PrimitiveReadOptions): Promise<RawPair | null> {
-    return this.pairOf(key, await this.command<Buffer | null>(['GET', this.dataKey(key)], options.signal));
+    return this.pairOf(
+      key,
+      await this.command<Buffer | null>(['GET', this.dataKey(key)], options.signal, true),
+    );
   }
 
   /** The pair a key's data string holds; null for no data. */
@@ -326,7 +352,7 @@ export class RedisStore extends BaseStore {
   }
 
   protected override async _exists(key: string, options: PrimitiveReadOptions): Promise<boolean> {
-    return (await this.command<number>(['EXISTS', this.dataKey(key)], options.signal)) === 1;
+    return (await this.command<number>(['EXISTS', this.dataKey(key)], options.signal, true)) === 1;
   }
 
   protected async _put(key: string, value: Uint8Array, options: PrimitiveWriteOptions): Promise<void> {
@@ -334,18 +360,19 @@ export class RedisStore extends BaseStore {
       'put',
       [key, bytes(value), String(options.ttl ?? 0), this.owner(options)],
       options.signal,
+      true,
     );
     this.trackKeepAlive(key, options);
   }
 
   protected async _delete(key: string, signal: AbortSignal): Promise<void> {
-    await this.script('del', [key], signal);
+    await this.script('del', [key], signal, true);
     this.keepAliveKeys.delete(key);
     this.lockDataDeleted((held) => held === key);
   }
 
   protected async _list(dir: string, options: PrimitiveReadOptions): Promise<RawPair[]> {
-    return (await this.listAt(dir, options.signal)).pairs;
+    return (await this.listAt(dir, options.signal, true)).pairs;
   }
 
   /**
@@ -359,12 +386,16 @@ export class RedisStore extends BaseStore {
    * one the first would have found; one it does not find might have been there then, so that
    * reads again.) After LIST_ATTEMPTS reads that met a change, one script lists it all in one step.
    */
-  private async listAt(dir: string, signal: AbortSignal): Promise<{ pairs: RawPair[]; seq: number }> {
+  private async listAt(
+    dir: string,
+    signal: AbortSignal,
+    bounded = false,
+  ): Promise<{ pairs: RawPair[]; seq: number }> {
     for (let attempt = 0; attempt < LIST_ATTEMPTS; attempt++) {
-      const listing = await this.listChunked(dir, signal);
+      const listing = await this.listChunked(dir, signal, bounded);
       if (listing) return listing;
     }
-    const reply = await this.script<unknown[]>('list', [dir], signal);
+    const reply = await this.script<unknown[]>('list', [dir], signal, bounded);
     const pairs: RawPair[] = [];
     for (let i = 1; i + 1 < reply.length; i += 2) {
       const key = text(reply[i]);
@@ -378,6 +409,7 @@ export class RedisStore extends BaseStore {
   private async listChunked(
     dir: string,
     signal: AbortSignal,
+    bounded: boolean,
   ): Promise<{ pairs: RawPair[]; seq: number } | undefined> {
     const n = this.names;
     const high = dir === '' ? '+' : `(${dir}0`;
@@ -385,33 +417,37 @@ export class RedisStore extends BaseStore {
     const limit = String(LIST_CHUNK);
     // Sent together (one round trip), run in this order.
     const [counter, first] = await Promise.all([
-      this.command<Buffer | null>(['GET', n.seq], signal),
-      this.textCommand<string[]>(['ZRANGEBYLEX', n.index, low, high, 'LIMIT', '0', limit], signal),
+      this.command<Buffer | null>(['GET', n.seq], signal, bounded),
+      this.textCommand<string[]>(['ZRANGEBYLEX', n.index, low, high, 'LIMIT', '0', limit], signal, bounded),
     ]);
     if (counter === null) return undefined; // no counter yet: the script seeds it
     const seq = num(counter);
     const pairs: RawPair[] = [];
-    let stale: string[] | undefined;
+    const stale: string[] = [];
     for (let keys = first, chunk = 0; keys.length > 0; chunk++) {
       const args: Arg[] = new Array(keys.length + 2);
       args[0] = 'MGET';
       args[1] = n.seq;
       for (let i = 0; i < keys.length; i++) args[i + 2] = n.dataPrefix + keys[i];
-      const data = await this.command<(Buffer | null)[]>(args, signal);
+      const data = await this.command<(Buffer | null)[]>(args, signal, bounded);
       if (data[0] === null || data[0] === undefined || num(data[0]) !== seq) return undefined;
       for (let i = 0; i < keys.length; i++) {
         const key = keys[i] as string;
         const pair = this.pairOf(key, data[i + 1]);
         if (pair) pairs.push(pair);
         else if (chunk > 0) return undefined;
-        else (stale ??= []).push(key);
+        else stale.push(key);
       }
       if (keys.length < LIST_CHUNK) break;
       low = `(${keys[keys.length - 1]}`;
-      keys = await this.textCommand<string[]>(['ZRANGEBYLEX', n.index, low, high, 'LIMIT', '0', limit], signal);
+      keys = await this.textCommand<string[]>(
+        ['ZRANGEBYLEX', n.index, low, high, 'LIMIT', '0', limit],
+        signal,
+        bounded,
+      );
     }
     // Index entries of expired or evicted keys: dropped in the background (watchers hear deletes).
-    if (stale) this.sweepLater(stale);
+    if (stale.length > 0) this.sweepLater(stale);
     return { pairs, seq };
   }
 
@@ -426,7 +462,7 @@ export class RedisStore extends BaseStore {
   }
 
   protected async _deleteTree(dir: string, signal: AbortSignal): Promise<void> {
-    await this.script('deltree', [dir], signal);
+    await this.script('deltree', [dir], signal, true);
     for (const key of this.keepAliveKeys.keys()) {
       if (key === dir || isBelow(dir, key)) this.keepAliveKeys.delete(key);
     }
@@ -449,6 +485,7 @@ export class RedisStore extends BaseStore {
         previousIndex === null ? '' : String(previousIndex),
       ],
       options.signal,
+      true,
     );
     this.checkCas(key, result);
     this.trackKeepAlive(key, options);
@@ -456,7 +493,7 @@ export class RedisStore extends BaseStore {
   }
 
   protected async _atomicDelete(key: string, previousIndex: number, signal: AbortSignal): Promise<void> {
-    const result = await this.script<number>('cad', [key, String(previousIndex)], signal);
+    const result = await this.script<number>('cad', [key, String(previousIndex)], signal, true);
     this.checkCas(key, result);
     this.keepAliveKeys.delete(key);
     this.lockDataDeleted((held) => held === key);
