@@ -1,4 +1,6 @@
 import { createHash } from 'node:crypto';
+import type { RawPair } from '@kv/core';
+import { copyBytes } from './byte-slabs.js';
 
 /**
  * The one Lua script behind every write (and the reads that must be atomic).
@@ -26,6 +28,13 @@ local idx, seqk, expk = KEYS[1], KEYS[2], KEYS[3]
 local op, ns, chan, inline = ARGV[1], ARGV[2], ARGV[3], tonumber(ARGV[4])
 
 local function dk(k) return ns .. 'd:' .. k end
+-- A key's data is one string: '<version>:<owner>:' then the value bytes (owner: the store that
+-- keeps a keepAlive key alive, else empty). One string, not a hash, so a listing is one MGET.
+-- The version and owner of a key (nil when it has no data), from the first bytes only.
+local function header(k)
+  local h = redis.call('GETRANGE', dk(k), 0, 63)
+  return string.match(h, '^(%d+):([^:]*):')
+end
 local function lk(k) return ns .. 'l:' .. k end
 -- The counter never goes back, even when the server lost it (a restart without persistence, an
 -- eviction, a FLUSHALL): a missing counter starts at the server's time in microseconds. That
@@ -46,38 +55,44 @@ local function deadline(k, ttl)
   redis.call('ZADD', expk, nowms() + tonumber(ttl), k)
 end
 local function nextseq()
-  seed()
-  return redis.call('INCR', seqk)
+  local n = redis.call('INCR', seqk)
+  -- 1: the counter was missing (a seeded counter is never that small)
+  if n == 1 then
+    redis.call('DEL', seqk)
+    seed()
+    n = redis.call('INCR', seqk)
+  end
+  return n
 end
 local function emit(t, seq, k, payload)
   redis.call('PUBLISH', chan, t .. string.format('%d:%d:', seq, #k) .. k .. (payload or ''))
 end
 
--- An index entry whose data is gone (expired or evicted) leaves the index; watchers hear a delete.
+-- True when k has data. Else its index entry, if any, is one whose data is gone (expired or
+-- evicted): it leaves the index, and watchers hear a delete.
 local function sweep(k)
-  if redis.call('EXISTS', dk(k)) == 0 then
-    redis.call('ZREM', expk, k)
-    if redis.call('ZREM', idx, k) == 1 then emit('d', nextseq(), k) end
-  end
+  if redis.call('EXISTS', dk(k)) == 1 then return true end
+  redis.call('ZREM', expk, k)
+  if redis.call('ZREM', idx, k) == 1 then emit('d', nextseq(), k) end
+  return false
 end
 
-local function write(k, v, ttl, owner)
-  sweep(k)
+-- existed: the caller saw k's data in this script already.
+local function write(k, v, ttl, owner, existed)
+  -- A key with data is always in the index: every step that adds data adds its entry, and an entry
+  -- leaves only with its data (or after it, by sweep).
+  if not existed then existed = sweep(k) end
   local seq = nextseq()
-  local d = dk(k)
-  redis.call('DEL', d)
-  if owner ~= '' then
-    redis.call('HSET', d, 'v', v, 'i', string.format('%d', seq), 'o', owner)
-  else
-    redis.call('HSET', d, 'v', v, 'i', string.format('%d', seq))
-  end
+  local data = string.format('%d:', seq) .. owner .. ':' .. v
   if ttl > 0 then
-    redis.call('PEXPIRE', d, ttl)
+    redis.call('SET', dk(k), data, 'PX', ttl)
     deadline(k, ttl)
   else
-    redis.call('ZREM', expk, k)
+    -- A deadline left from an earlier write with a ttl stays in the deadline set until it is due:
+    -- the expire operation then finds the key without a ttl and drops the entry.
+    redis.call('SET', dk(k), data)
   end
-  redis.call('ZADD', idx, 0, k)
+  if not existed then redis.call('ZADD', idx, 0, k) end
   if #v <= inline then emit('p', seq, k, v) else emit('P', seq, k) end
   return seq
 end
@@ -103,19 +118,19 @@ if op == 'put' then
   return write(ARGV[5], ARGV[6], tonumber(ARGV[7]), ARGV[8])
 elseif op == 'cas' then
   -- key value ttl owner previous ('' = create only). -1 exists, -2 not found, -3 modified.
-  local cur = redis.call('HGET', dk(ARGV[5]), 'i')
+  local cur = header(ARGV[5])
   local prev = ARGV[9]
   if prev == '' then
     if cur then return -1 end
   elseif not cur then return -2
   elseif cur ~= prev then return -3 end
-  return write(ARGV[5], ARGV[6], tonumber(ARGV[7]), ARGV[8])
+  return write(ARGV[5], ARGV[6], tonumber(ARGV[7]), ARGV[8], cur ~= nil)
 elseif op == 'del' then
   remove(ARGV[5])
   return 1
 elseif op == 'cad' then
   -- key previous
-  local cur = redis.call('HGET', dk(ARGV[5]), 'i')
+  local cur = header(ARGV[5])
   if not cur then return -2 elseif cur ~= ARGV[6] then return -3 end
   remove(ARGV[5])
   return 1
@@ -139,11 +154,11 @@ elseif op == 'deltree' then
   if any then emit('t', nextseq(), dir) end
   return #keys
 elseif op == 'get' then
-  -- key -> { counter, value, version }
-  local d = redis.call('HMGET', dk(ARGV[5]), 'v', 'i')
-  return { counter(), d[1], d[2] }
+  -- key -> { counter, data }
+  return { counter(), redis.call('GET', dk(ARGV[5])) }
 elseif op == 'list' then
-  -- dir ('' = all) -> { counter, key, value, version, key, value, version, ... }
+  -- dir ('' = all) -> { counter, key, data, key, data, ... }. The exact listing in one step, for
+  -- when the client's chunked reads (redis-store.ts) keep meeting concurrent writes.
   local dir = ARGV[5]
   local keys
   if dir == '' then
@@ -152,20 +167,25 @@ elseif op == 'list' then
     keys = redis.call('ZRANGEBYLEX', idx, '[' .. dir .. '/', '(' .. dir .. '0')
   end
   local out = { 0 }
-  for _, k in ipairs(keys) do
-    local d = redis.call('HMGET', dk(k), 'v', 'i')
-    if d[2] then
-      out[#out + 1] = k
-      out[#out + 1] = d[1]
-      out[#out + 1] = d[2]
-    else
-      sweep(k)
+  for i = 1, #keys, 1000 do
+    local names = {}
+    for j = i, math.min(#keys, i + 999) do names[#names + 1] = dk(keys[j]) end
+    local data = redis.call('MGET', unpack(names))
+    for j = 1, #data do
+      local k = keys[i + j - 1]
+      if data[j] then
+        out[#out + 1] = k
+        out[#out + 1] = data[j]
+      else
+        sweep(k)
+      end
     end
   end
   out[1] = counter()
   return out
 elseif op == 'sweep' then
-  sweep(ARGV[5])
+  -- keys: drops those whose data is gone from the index
+  for i = 5, #ARGV do sweep(ARGV[i]) end
   return 1
 elseif op == 'expire' then
   -- limit -> { keys handled, ms until the next deadline (-1: none) }. Touches each key past its
@@ -193,9 +213,9 @@ elseif op == 'touch' then
   local owner = ARGV[5]
   local out = {}
   for i = 6, #ARGV, 2 do
-    local d = dk(ARGV[i])
-    if redis.call('HGET', d, 'o') == owner then
-      redis.call('PEXPIRE', d, ARGV[i + 1])
+    local _, o = header(ARGV[i])
+    if o == owner then
+      redis.call('PEXPIRE', dk(ARGV[i]), ARGV[i + 1])
       deadline(ARGV[i], ARGV[i + 1])
       out[#out + 1] = 1
     else
@@ -289,7 +309,7 @@ export function parseChange(buf: Buffer): Change | undefined {
   const rest = len.next + len.value;
   switch (type) {
     case 112: // p
-      return { type: 'put', seq: seq.value, key, value: new Uint8Array(buf.subarray(rest)) };
+      return { type: 'put', seq: seq.value, key, value: copyBytes(buf, rest) };
     case 80: // P
       return { type: 'put', seq: seq.value, key, value: undefined };
     case 100: // d
@@ -299,4 +319,24 @@ export function parseChange(buf: Buffer): Change | undefined {
     default:
       return undefined;
   }
+}
+
+/**
+ * The pair a key's data string holds (`<version>:<owner>:<value bytes>`, as the script writes it),
+ * with a copy of its value; undefined when it is not in that form.
+ */
+export function parseData(key: string, buf: Buffer): RawPair | undefined {
+  const n = buf.length;
+  let lastIndex = 0;
+  let i = 0;
+  for (; i < n; i++) {
+    const digit = (buf[i] as number) - 48;
+    if (digit === 10 /* : */) break;
+    if (digit < 0 || digit > 9) return undefined;
+    lastIndex = lastIndex * 10 + digit;
+  }
+  let end = i + 1;
+  while (end < n && buf[end] !== 58 /* : */) end++;
+  if (i === 0 || end >= n) return undefined;
+  return { key, value: copyBytes(buf, end + 1), lastIndex };
 }

@@ -29,7 +29,7 @@ import {
 import { createClient, ErrorReply, RESP_TYPES } from 'redis';
 import { type RedisOptions, type RedisSettings, redisSettings } from './redis-config.js';
 import { type Feed, type FeedItem, Hub, type HubHost, keyInterest, treeInterest } from './redis-hub.js';
-import { type Change, INLINE_LIMIT, SCRIPT, SCRIPT_SHA } from './redis-script.js';
+import { type Change, INLINE_LIMIT, parseData, SCRIPT, SCRIPT_SHA } from './redis-script.js';
 
 export const REDIS_CAPABILITIES: Capabilities = Object.freeze({
   watch: true,
@@ -51,6 +51,7 @@ type ClientOptions = NonNullable<Parameters<typeof createClient>[0]>;
 type Arg = string | Buffer;
 
 const BUFFERS = { [RESP_TYPES.BLOB_STRING]: Buffer } as const;
+const AS_BUFFERS = { typeMapping: BUFFERS };
 
 /** Redis key names of one namespace. */
 interface Names {
@@ -271,23 +272,53 @@ export class RedisStore extends BaseStore {
 
   // ---- commands ----
 
-  private options(signal: AbortSignal | undefined) {
-    return signal ? { typeMapping: BUFFERS, abortSignal: signal } : { typeMapping: BUFFERS };
+  /**
+   * The signal a command gives node-redis. `bounded`: the command serves a Store call, whose promise
+   * the core's deadline settles by itself; its signal then goes to node-redis only while the
+   * connection is not ready (the command waits in the offline queue, and an aborted call must not
+   * be sent after a reconnect). On a ready connection the command is written at once and only its
+   * reply is awaited; node-redis would add and remove an EventTarget listener per command (several
+   * µs each, more with the thousands of calls that share one deadline signal at high concurrency).
+   * Background work and watch reads, which nothing else bounds, always pass theirs.
+   */
+  private signalFor(signal: AbortSignal | undefined, bounded: boolean): AbortSignal | undefined {
+    return signal !== undefined && (!bounded || !this.client.isReady) ? signal : undefined;
   }
 
-  private command<T>(args: Arg[], signal?: AbortSignal): Promise<T> {
-    return this.client.sendCommand<T>(args, this.options(signal));
+  private command<T>(args: Arg[], signal?: AbortSignal, bounded = false): Promise<T> {
+    const abortSignal = this.signalFor(signal, bounded);
+    return this.client.sendCommand<T>(args, abortSignal ? { typeMapping: BUFFERS, abortSignal } : AS_BUFFERS);
+  }
+
+  /** A command whose replies are text (keys of the index): decoded as strings by the client. */
+  private textCommand<T>(args: Arg[], signal: AbortSignal, bounded: boolean): Promise<T> {
+    const abortSignal = this.signalFor(signal, bounded);
+    return this.client.sendCommand<T>(args, abortSignal ? { abortSignal } : undefined);
   }
 
   /** Runs one operation of the script: EVALSHA, and EVAL when the server does not have it cached yet. */
-  private async script<T>(op: string, args: Arg[], signal?: AbortSignal): Promise<T> {
+  private async script<T>(op: string, args: Arg[], signal?: AbortSignal, bounded = false): Promise<T> {
     const n = this.names;
-    const tail: Arg[] = ['3', n.index, n.seq, n.expiries, op, n.ns, n.channel, String(INLINE_LIMIT), ...args];
+    const command: Arg[] = [
+      'EVALSHA',
+      SCRIPT_SHA,
+      '3',
+      n.index,
+      n.seq,
+      n.expiries,
+      op,
+      n.ns,
+      n.channel,
+      INLINE,
+    ];
+    for (const arg of args) command.push(arg);
     try {
-      return await this.command<T>(['EVALSHA', SCRIPT_SHA, ...tail], signal);
+      return await this.command<T>(command, signal, bounded);
     } catch (error) {
       if (replyCode(error) !== 'NOSCRIPT') throw error;
-      return this.command<T>(['EVAL', SCRIPT, ...tail], signal);
+      command[0] = 'EVAL';
+      command[1] = SCRIPT;
+      return this.command<T>(command, signal, bounded);
     }
   }
 
@@ -302,12 +333,22 @@ export class RedisStore extends BaseStore {
   // ---- primitives ----
 
   protected async _get(key: string, options: PrimitiveReadOptions): Promise<RawPair | null> {
-    const [value, version] = await this.command<[Buffer | null, Buffer | null]>(
-      ['HMGET', this.dataKey(key), 'v', 'i'],
-      options.signal,
+    return this.pairOf(
+      key,
+      await this.command<Buffer | null>(['GET', this.dataKey(key)], options.signal, true),
     );
-    if (version === null || version === undefined) return null;
-    return { key, value: value ? new Uint8Array(value) : new Uint8Array(0), lastIndex: num(version) };
+  }
+
+  /** The pair a key's data string holds; null for no data. */
+  private pairOf(key: string, data: Buffer | null | undefined): RawPair | null {
+    if (data === null || data === undefined) return null;
+    const pair = parseData(key, data);
+    if (!pair) {
+      throw new UnavailableError(
+        `redis ${this.settings.host}:${this.settings.port}: ${this.dataKey(key)} does not hold kv data`,
+      );
+    }
+    return pair;
   }
 
   /** The key's hash carries the ttl (PTTL: -1 without one, -2 missing). */
@@ -317,7 +358,7 @@ export class RedisStore extends BaseStore {
   }
 
   protected override async _exists(key: string, options: PrimitiveReadOptions): Promise<boolean> {
-    return (await this.command<number>(['EXISTS', this.dataKey(key)], options.signal)) === 1;
+    return (await this.command<number>(['EXISTS', this.dataKey(key)], options.signal, true)) === 1;
   }
 
   protected async _put(key: string, value: Uint8Array, options: PrimitiveWriteOptions): Promise<void> {
@@ -325,49 +366,109 @@ export class RedisStore extends BaseStore {
       'put',
       [key, bytes(value), String(options.ttl ?? 0), this.owner(options)],
       options.signal,
+      true,
     );
     this.trackKeepAlive(key, options);
   }
 
   protected async _delete(key: string, signal: AbortSignal): Promise<void> {
-    await this.script('del', [key], signal);
+    await this.script('del', [key], signal, true);
     this.keepAliveKeys.delete(key);
     this.lockDataDeleted((held) => held === key);
   }
 
   protected async _list(dir: string, options: PrimitiveReadOptions): Promise<RawPair[]> {
-    return (await this.listAt(dir, options.signal)).pairs;
+    return (await this.listAt(dir, options.signal, true)).pairs;
   }
 
-  private async listAt(dir: string, signal: AbortSignal): Promise<{ pairs: RawPair[]; seq: number }> {
-    const reply = await this.script<unknown[]>('list', [dir], signal);
+  /**
+   * A listing and the change counter it is consistent with. Read in chunks by plain commands (no
+   * script: the server never runs a long step for it, and no per-key work runs in Lua): the counter,
+   * then each chunk's keys from the index and one MGET of their data with the counter again. Every
+   * change to the index or to data goes through a script that increments the counter, so when the
+   * counter read before the first chunk equals the one every MGET returns, nothing changed in
+   * between: the index chunks are one index, and the listing is the state at the first MGET. (Redis
+   * expiring or evicting a key changes no counter, but only removes: a key a later MGET finds is
+   * one the first would have found; one it does not find might have been there then, so that
+   * reads again.) After LIST_ATTEMPTS reads that met a change, one script lists it all in one step.
+   */
+  private async listAt(
+    dir: string,
+    signal: AbortSignal,
+    bounded = false,
+  ): Promise<{ pairs: RawPair[]; seq: number }> {
+    for (let attempt = 0; attempt < LIST_ATTEMPTS; attempt++) {
+      const listing = await this.listChunked(dir, signal, bounded);
+      if (listing) return listing;
+    }
+    const reply = await this.script<unknown[]>('list', [dir], signal, bounded);
     const pairs: RawPair[] = [];
-    for (let i = 1; i + 2 < reply.length; i += 3) {
-      const value = reply[i + 1];
-      pairs.push({
-        key: text(reply[i]),
-        value: Buffer.isBuffer(value) ? new Uint8Array(value) : new Uint8Array(0),
-        lastIndex: num(reply[i + 2]),
-      });
+    for (let i = 1; i + 1 < reply.length; i += 2) {
+      const key = text(reply[i]);
+      const pair = this.pairOf(key, reply[i + 1] as Buffer);
+      if (pair) pairs.push(pair);
     }
     return { pairs, seq: num(reply[0]) };
   }
 
+  /** One chunked read of a listing (see listAt); undefined when it met a change. */
+  private async listChunked(
+    dir: string,
+    signal: AbortSignal,
+    bounded: boolean,
+  ): Promise<{ pairs: RawPair[]; seq: number } | undefined> {
+    const n = this.names;
+    const high = dir === '' ? '+' : `(${dir}0`;
+    let low = dir === '' ? '-' : `[${dir}/`;
+    const limit = String(LIST_CHUNK);
+    // Sent together (one round trip), run in this order.
+    const [counter, first] = await Promise.all([
+      this.command<Buffer | null>(['GET', n.seq], signal, bounded),
+      this.textCommand<string[]>(['ZRANGEBYLEX', n.index, low, high, 'LIMIT', '0', limit], signal, bounded),
+    ]);
+    if (counter === null) return undefined; // no counter yet: the script seeds it
+    const seq = num(counter);
+    const pairs: RawPair[] = [];
+    const stale: string[] = [];
+    for (let keys = first, chunk = 0; keys.length > 0; chunk++) {
+      const args: Arg[] = new Array(keys.length + 2);
+      args[0] = 'MGET';
+      args[1] = n.seq;
+      for (let i = 0; i < keys.length; i++) args[i + 2] = n.dataPrefix + keys[i];
+      const data = await this.command<(Buffer | null)[]>(args, signal, bounded);
+      if (data[0] === null || data[0] === undefined || num(data[0]) !== seq) return undefined;
+      for (let i = 0; i < keys.length; i++) {
+        const key = keys[i] as string;
+        const pair = this.pairOf(key, data[i + 1]);
+        if (pair) pairs.push(pair);
+        else if (chunk > 0) return undefined;
+        else stale.push(key);
+      }
+      if (keys.length < LIST_CHUNK) break;
+      low = `(${keys[keys.length - 1]}`;
+      keys = await this.textCommand<string[]>(
+        ['ZRANGEBYLEX', n.index, low, high, 'LIMIT', '0', limit],
+        signal,
+        bounded,
+      );
+    }
+    // Index entries of expired or evicted keys: dropped in the background (watchers hear deletes).
+    if (stale.length > 0) this.sweepLater(stale);
+    return { pairs, seq };
+  }
+
+  private sweepLater(keys: string[]): void {
+    if (this.closed) return;
+    this.script('sweep', keys.slice(0, 1_000), AbortSignal.timeout(this.requestTimeout)).catch(() => {});
+  }
+
   private async getAt(key: string, signal: AbortSignal): Promise<{ pair: RawPair | null; seq: number }> {
-    const [seq, value, version] = await this.script<[number, Buffer | null, Buffer | null]>(
-      'get',
-      [key],
-      signal,
-    );
-    if (version === null || version === undefined) return { pair: null, seq: num(seq) };
-    return {
-      pair: { key, value: value ? new Uint8Array(value) : new Uint8Array(0), lastIndex: num(version) },
-      seq: num(seq),
-    };
+    const [seq, data] = await this.script<[number, Buffer | null]>('get', [key], signal);
+    return { pair: this.pairOf(key, data), seq: num(seq) };
   }
 
   protected async _deleteTree(dir: string, signal: AbortSignal): Promise<void> {
-    await this.script('deltree', [dir], signal);
+    await this.script('deltree', [dir], signal, true);
     for (const key of this.keepAliveKeys.keys()) {
       if (key === dir || isBelow(dir, key)) this.keepAliveKeys.delete(key);
     }
@@ -390,6 +491,7 @@ export class RedisStore extends BaseStore {
         previousIndex === null ? '' : String(previousIndex),
       ],
       options.signal,
+      true,
     );
     this.checkCas(key, result);
     this.trackKeepAlive(key, options);
@@ -397,7 +499,7 @@ export class RedisStore extends BaseStore {
   }
 
   protected async _atomicDelete(key: string, previousIndex: number, signal: AbortSignal): Promise<void> {
-    const result = await this.script<number>('cad', [key, String(previousIndex)], signal);
+    const result = await this.script<number>('cad', [key, String(previousIndex)], signal, true);
     this.checkCas(key, result);
     this.keepAliveKeys.delete(key);
     this.lockDataDeleted((held) => held === key);
@@ -825,6 +927,11 @@ export class RedisStore extends BaseStore {
   }
 }
 
+const INLINE = String(INLINE_LIMIT);
+/** Keys per chunk of a listing: one ZRANGEBYLEX and one MGET each (see listAt). */
+const LIST_CHUNK = 10_000;
+/** Chunked reads of a listing that met a concurrent change before the one-script listing. */
+const LIST_ATTEMPTS = 3;
 /** ms: the longest pause between two expiry sweeps while a watch or lock wait is open. */
 const EXPIRY_EVERY = 100;
 /** ms: the pause after a sweep that failed. */

@@ -3,7 +3,7 @@ import { joinKey, parseStoreUrl, type Store } from '@kv/core';
 /**
  * The Store contract has no call that tells how long a key has left to live, so `copy` reads it
  * through what each backend package exposes publicly: etcd's toolkit (the key's lease), the Redis
- * client (`PTTL` on the documented `{namespace}:d:<key>` hash), SQLite's database (`expires_at`).
+ * client (`PTTL` on the documented `{namespace}:d:<key>` data key), SQLite's database (`expires_at`).
  * On another backend, or when the reader fails, ttls are not copied (the summary says so).
  *
  * Resolves to the ms left (rounded up), `undefined` for a key without a ttl.

@@ -504,13 +504,19 @@ export abstract class BaseStore implements Store {
     return { key: stripPrefix(this.prefix, raw.key), value: raw.value, lastIndex: raw.lastIndex };
   }
 
-  /** Filters helper keys and anything not strictly below `dir`, strips the prefix, sorts. */
+  /** Filters helper keys and anything not strictly below `dir`, strips the prefix, sorts (when a backend's order was not already the listing's). */
   protected toListing(dir: string, raw: readonly RawPair[]): KVPair[] {
     const pairs: KVPair[] = [];
+    let sorted = true;
     for (const pair of raw) {
-      if (isBelow(dir, pair.key) && !isHelperKey(pair.key)) pairs.push(this.toPair(pair));
+      if (!isBelow(dir, pair.key) || isHelperKey(pair.key)) continue;
+      const next = this.toPair(pair);
+      if (sorted && pairs.length > 0 && compareKeys((pairs[pairs.length - 1] as KVPair).key, next.key) > 0) {
+        sorted = false;
+      }
+      pairs.push(next);
     }
-    return pairs.sort((a, b) => compareKeys(a.key, b.key));
+    return sorted ? pairs : pairs.sort((a, b) => compareKeys(a.key, b.key));
   }
 
   private readOptions(options: ReadOptions | undefined, signal: AbortSignal): PrimitiveReadOptions {
