@@ -1,10 +1,12 @@
 import {
+  type BaseStore,
   InvalidArgumentError,
   KeyExistsError,
   KeyModifiedError,
   KeyNotFoundError,
   KVError,
   type KVPair,
+  NotSupportedError,
   type ReadOptions,
   type Store,
   type WriteOptions,
@@ -15,7 +17,6 @@ import { nextTick } from '../event-loop.js';
 import { EXIT_CODES } from '../exit-codes.js';
 import { base64Of } from '../output.js';
 import { stdinLines } from '../stdin.js';
-import { ttlReaderFor } from '../ttl-readers.js';
 
 /** One key to write: from a source store's listing or a dump line. */
 interface Entry {
@@ -173,10 +174,20 @@ function latest(store: Store): ReadOptions {
 }
 
 /** The source's pairs below `dir`, each with the ttl it has left when the backend can tell. */
-async function* withTtls(store: Store, url: string, pairs: KVPair[]): AsyncGenerator<Entry> {
-  const ttlOf = ttlReaderFor(store, url);
+async function* withTtls(store: Store, pairs: KVPair[]): AsyncGenerator<Entry> {
+  const source = store as Store & Partial<Pick<BaseStore, 'remainingTtl'>>;
+  let tells = typeof source.remainingTtl === 'function';
   for (const pair of pairs) {
-    const ttl = ttlOf ? await ttlOf(pair.key) : undefined;
+    let ttl: number | undefined;
+    if (tells) {
+      try {
+        ttl = await source.remainingTtl?.(pair.key);
+      } catch (error) {
+        // A store that cannot tell: keys go without ttl. Anything else stops the copy, as a read would.
+        if (!NotSupportedError.isInstance(error)) throw error;
+        tells = false;
+      }
+    }
     yield { key: pair.key, value: pair.value, ...(ttl === undefined ? {} : { ttl }) };
   }
 }
@@ -194,7 +205,7 @@ export async function copyCommand(
       ctx.withStore(async (target) => {
         const pairs = await source.list(dir, latest(source));
         const to = await destination(target, dir);
-        return transfer(ctx, to, withTtls(source, src, pairs), pairs.length, options);
+        return transfer(ctx, to, withTtls(source, pairs), pairs.length, options);
       }, dst),
     src,
   );
@@ -206,7 +217,7 @@ export async function dumpCommand(ctx: Context, dir: string | undefined): Promis
   const url = ctx.storeUrl();
   await ctx.withStore(async (store) => {
     const pairs = await store.list(dir ?? '', latest(store));
-    for await (const entry of withTtls(store, url, pairs)) {
+    for await (const entry of withTtls(store, pairs)) {
       ctx.out.record({
         key: entry.key,
         value: base64Of(entry.value),
