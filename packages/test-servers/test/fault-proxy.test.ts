@@ -112,11 +112,21 @@ describe.each<[string, Start]>([
   it('reset() ends open connections; new ones work', async () => {
     const p = await proxy();
     const c = await client(p);
+    // An echo proves the proxy has taken the connection (the client's connect only says the kernel
+    // has: a reset that reached the proxy before its accept would have nothing to end).
+    c.write('first');
+    await c.next('first');
     let error: unknown;
     c.on('error', (e) => {
       error = e;
     });
-    const closed = new Promise((resolve) => c.once('close', resolve));
+    const closed = new Promise<void>((resolve, reject) => {
+      const timer = setTimeout(() => reject(new Error('the connection was still open 5 s after reset()')), 5_000);
+      c.once('close', () => {
+        clearTimeout(timer);
+        resolve();
+      });
+    });
     await p.reset();
     await closed;
     expect(String(error)).toMatch(/ECONNRESET/);
