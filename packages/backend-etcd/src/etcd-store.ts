@@ -97,6 +97,8 @@ export class EtcdContractStore extends BaseStore {
       revoke: (id) => this.revoke(id),
       revokeLater: (id) => this.revokeLater(id),
       waitForDelete: (key, fromRevision, signal) => this.waitForDelete(key, fromRevision, signal),
+      openCursor: (target, fromRevision, signal) =>
+        new WatchCursor(this.watchHost, target, fromRevision, signal),
       mapError: (error, operation) => this._mapError(error, operation),
       userKey: (full) => this.userKey(full),
     });
