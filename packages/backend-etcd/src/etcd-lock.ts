@@ -58,10 +58,11 @@ export class EtcdLocks {
    * puts a waiter key `<key>\u0001lock/<lease>`; the waiter with the lowest
    * create revision holds the lock. If no waiter exists, one transaction puts
    * the waiter and the lock's value at `<key>`, both on the ttl lease.
-   * Otherwise the waiter key goes on a short queue lease of its own
-   * (`QUEUE_LEASE_SECONDS`, kept alive while waiting), so a waiter that dies
-   * leaves the queue within seconds, not within the lock's ttl; the
-   * contender waits for the delete of the waiter just before it, then, in
+   * Otherwise (only then) it grants a short queue lease
+   * (`QUEUE_LEASE_SECONDS`, kept alive while waiting) and the waiter key goes
+   * on it, so a waiter that dies leaves the queue within seconds, not within
+   * the lock's ttl; the contender watches the queue until every waiter
+   * created before it is gone, then, in
    * one transaction that requires its waiter key to still exist with its
    * create revision, moves that key onto the ttl lease and writes the value.
    * A put keeps a key's create revision, so the fencing token (the waiter's
@@ -77,27 +78,33 @@ export class EtcdLocks {
       if (request.signal.aborted) throw abortError(request.signal);
       // Monotonic: the loss deadline is a duration from here, immune to wall-clock jumps.
       const grantedAt = monotonicNow();
-      // lock(): the ttl lease and the queue lease, in one round trip.
-      const granted = await Promise.allSettled([
-        this.host.grant(seconds),
-        request.wait ? this.grantQueueLease() : Promise.resolve(undefined),
-      ]);
-      const [ttlLease, queueLease] = granted;
-      if (ttlLease.status === 'rejected' || queueLease.status === 'rejected') {
-        if (ttlLease.status === 'fulfilled') this.host.revokeLater(ttlLease.value);
-        if (queueLease.status === 'fulfilled' && queueLease.value) this.host.revokeLater(queueLease.value.id);
-        throw ttlLease.status === 'rejected' ? ttlLease.reason : (queueLease as PromiseRejectedResult).reason;
-      }
-      const lease = ttlLease.value;
+      const lease = await this.host.grant(seconds);
+      // The queue lease is granted only when the lock is taken: an uncontended lock needs none.
+      let queueLease: Promise<{ id: string; seconds: number }> | undefined;
+      const queueLeaseOf = () => {
+        queueLease ??= this.grantQueueLease();
+        return queueLease;
+      };
       let handedOver = false;
       try {
-        const outcome = await this.contend(key, lease, queueLease.value, seconds, grantedAt, request);
+        const outcome = await this.contend(
+          key,
+          lease,
+          request.wait ? queueLeaseOf : undefined,
+          seconds,
+          grantedAt,
+          request,
+        );
         if (outcome === 'again') continue;
         handedOver = outcome !== null;
         return outcome;
       } finally {
         if (!handedOver) this.host.revokeLater(lease);
-        if (queueLease.value) this.host.revokeLater(queueLease.value.id);
+        if (queueLease)
+          void queueLease.then(
+            (granted) => this.host.revokeLater(granted.id),
+            () => {},
+          );
       }
     }
   }
@@ -112,7 +119,7 @@ export class EtcdLocks {
   private async contend(
     key: string,
     lease: string,
-    queueLease: { id: string; seconds: number } | undefined,
+    queueLeaseOf: (() => Promise<{ id: string; seconds: number }>) | undefined,
     seconds: number,
     grantedAt: number,
     request: AcquireRequest,
@@ -121,20 +128,28 @@ export class EtcdLocks {
     const lockKey = keyBytes(key);
     const value = valueBytes(request.value);
     const queue = waiterRange(key);
-    const first = await this.client.kv.txn({
-      compare: [{ ...queue, target: 'Create', result: 'Equal', create_revision: 0 }],
-      success: [
-        { request_put: { key: waiter, value: NO_BYTES, lease } },
-        { request_put: { key: lockKey, value, lease } },
-      ],
-      // Queued: the waiters before this one (read in the same step), then this one's place.
-      failure: queueLease
-        ? [
-            { request_range: { ...queue, keys_only: true } },
-            { request_put: { key: waiter, value: NO_BYTES, lease: queueLease.id } },
-          ]
-        : [],
-    });
+    /** Takes the lock if no waiter exists; else, with a queue lease, queues (and reads who is before). */
+    const holdOrQueue = (queueLease: string | undefined) =>
+      this.client.kv.txn({
+        compare: [{ ...queue, target: 'Create', result: 'Equal', create_revision: 0 }],
+        success: [
+          { request_put: { key: waiter, value: NO_BYTES, lease } },
+          { request_put: { key: lockKey, value, lease } },
+        ],
+        failure: queueLease
+          ? [
+              { request_range: { ...queue, keys_only: true } },
+              { request_put: { key: waiter, value: NO_BYTES, lease: queueLease } },
+            ]
+          : [],
+      });
+    let first = await holdOrQueue(undefined);
+    let queueLease: { id: string; seconds: number } | undefined;
+    if (!first.succeeded && queueLeaseOf) {
+      queueLease = await queueLeaseOf();
+      if (request.signal.aborted) throw abortError(request.signal);
+      first = await holdOrQueue(queueLease.id);
+    }
     const mine = num(first.header.revision);
     // Aborted meanwhile: the caller is gone; the leases (and with them anything written) are revoked.
     if (request.signal.aborted) throw abortError(request.signal);
