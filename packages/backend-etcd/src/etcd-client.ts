@@ -42,22 +42,39 @@ function makePolicy(execute: <T>(fn: (context: PolicyContext) => PromiseLike<T> 
   return { execute, onSuccess: noEvent, onFailure: noEvent } as unknown as Policy;
 }
 
-const context = (): PolicyContext => ({ signal: new AbortController().signal }) as PolicyContext;
+/** etcd3 never looks at the policy's signal, and these policies never cancel: one context serves every call. */
+const CONTEXT = Object.freeze({ signal: new AbortController().signal }) as PolicyContext;
 
-const passThrough = makePolicy(async (fn) => fn(context()));
+const passThrough = makePolicy(async (fn) => fn(CONTEXT));
 
-/** Tries a call on the next endpoint when one is unreachable, once per endpoint. */
-function tryEachHost(count: number): Policy {
+/**
+ * Tries a call on the next endpoint when one is unreachable, once per
+ * endpoint, and never once `requestTimeout` has passed since the call began
+ * (its caller has been told it failed: a late retry would be a surprise write).
+ */
+function tryEachHost(count: number, requestTimeout: number): Policy {
   return makePolicy(async (fn) => {
+    const started = performance.now();
     for (let attempt = 1; ; attempt++) {
       try {
-        return await fn(context());
+        return await fn(CONTEXT);
       } catch (error) {
         if (attempt >= count || !(error instanceof GRPCUnavailableError)) throw error;
+        if (performance.now() - started >= requestTimeout) throw error;
       }
     }
   });
 }
+
+/**
+ * Call options for a call that kv bounds itself (every Store and toolkit
+ * call runs under the store's deadline, which rejects it at
+ * `requestTimeout`): no gRPC deadline of its own, which costs a timer and a
+ * `grpc-timeout` header per call on both sides. Such a call that outlives its
+ * bound on a silent connection ends when the gRPC keep-alive finds the
+ * connection dead. Used only while keep-alive pings are on.
+ */
+export const KV_BOUNDED = Object.freeze({ deadline: Number.POSITIVE_INFINITY });
 
 // ---- the parts of @grpc/grpc-js used here, taken from etcd3's own copy ----
 
@@ -226,7 +243,7 @@ export function createClient(settings: EtcdSettings): Etcd3 {
     defaultCallOptions: (call) => (call.isStream ? {} : { deadline: Date.now() + settings.requestTimeout }),
     faultHandling: {
       host: () => passThrough,
-      global: tryEachHost(settings.hosts.length),
+      global: tryEachHost(settings.hosts.length, settings.requestTimeout),
     },
   };
   if (tls && (tls.ca || tls.cert)) {

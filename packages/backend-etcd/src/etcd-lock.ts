@@ -8,10 +8,11 @@ import {
   LockLostError,
   monotonicNow,
 } from '@kv/core';
-import type { Etcd3, ICompare, IKeyValue, IRequestOp } from 'etcd3';
+import type { Etcd3, ICompare, IKeyValue, IRequestOp, IResponseOp } from 'etcd3';
 import { isPermanent } from './etcd-errors.js';
 import { keyBytes, NO_BYTES, num, valueBytes, waiterKey, waiterRange } from './etcd-keys.js';
 import { keepAliveOnce, type LeaseKeeper } from './leases.js';
+import { markOf, type WatchCursor, type WatchTarget } from './watch-cursor.js';
 
 /**
  * s: the lease of a waiter's place in a lock queue (etcd's shortest lease by
@@ -35,6 +36,8 @@ export interface LockHost {
   revokeLater(id: string): void;
   /** Resolves when `key` is deleted at `fromRevision` or later. */
   waitForDelete(key: Buffer, fromRevision: number, signal: AbortSignal): Promise<void>;
+  /** A watch of `target` from `fromRevision` on, until `signal` aborts (or it is closed). */
+  openCursor(target: WatchTarget, fromRevision: number, signal: AbortSignal): WatchCursor;
   mapError(error: unknown, operation: string): KVError;
   /** A full etcd key as the store key the user gave. */
   userKey(full: string): string;
@@ -55,10 +58,11 @@ export class EtcdLocks {
    * puts a waiter key `<key>\u0001lock/<lease>`; the waiter with the lowest
    * create revision holds the lock. If no waiter exists, one transaction puts
    * the waiter and the lock's value at `<key>`, both on the ttl lease.
-   * Otherwise the waiter key goes on a short queue lease of its own
-   * (`QUEUE_LEASE_SECONDS`, kept alive while waiting), so a waiter that dies
-   * leaves the queue within seconds, not within the lock's ttl; the
-   * contender waits for the delete of the waiter just before it, then, in
+   * Otherwise (only then) it grants a short queue lease
+   * (`QUEUE_LEASE_SECONDS`, kept alive while waiting) and the waiter key goes
+   * on it, so a waiter that dies leaves the queue within seconds, not within
+   * the lock's ttl; the contender watches the queue until every waiter
+   * created before it is gone, then, in
    * one transaction that requires its waiter key to still exist with its
    * create revision, moves that key onto the ttl lease and writes the value.
    * A put keeps a key's create revision, so the fencing token (the waiter's
@@ -74,27 +78,33 @@ export class EtcdLocks {
       if (request.signal.aborted) throw abortError(request.signal);
       // Monotonic: the loss deadline is a duration from here, immune to wall-clock jumps.
       const grantedAt = monotonicNow();
-      // lock(): the ttl lease and the queue lease, in one round trip.
-      const granted = await Promise.allSettled([
-        this.host.grant(seconds),
-        request.wait ? this.grantQueueLease() : Promise.resolve(undefined),
-      ]);
-      const [ttlLease, queueLease] = granted;
-      if (ttlLease.status === 'rejected' || queueLease.status === 'rejected') {
-        if (ttlLease.status === 'fulfilled') this.host.revokeLater(ttlLease.value);
-        if (queueLease.status === 'fulfilled' && queueLease.value) this.host.revokeLater(queueLease.value.id);
-        throw ttlLease.status === 'rejected' ? ttlLease.reason : (queueLease as PromiseRejectedResult).reason;
-      }
-      const lease = ttlLease.value;
+      const lease = await this.host.grant(seconds);
+      // The queue lease is granted only when the lock is taken: an uncontended lock needs none.
+      let queueLease: Promise<{ id: string; seconds: number }> | undefined;
+      const queueLeaseOf = () => {
+        queueLease ??= this.grantQueueLease();
+        return queueLease;
+      };
       let handedOver = false;
       try {
-        const outcome = await this.contend(key, lease, queueLease.value, seconds, grantedAt, request);
+        const outcome = await this.contend(
+          key,
+          lease,
+          request.wait ? queueLeaseOf : undefined,
+          seconds,
+          grantedAt,
+          request,
+        );
         if (outcome === 'again') continue;
         handedOver = outcome !== null;
         return outcome;
       } finally {
         if (!handedOver) this.host.revokeLater(lease);
-        if (queueLease.value) this.host.revokeLater(queueLease.value.id);
+        if (queueLease)
+          void queueLease.then(
+            (granted) => this.host.revokeLater(granted.id),
+            () => {},
+          );
       }
     }
   }
@@ -109,7 +119,7 @@ export class EtcdLocks {
   private async contend(
     key: string,
     lease: string,
-    queueLease: { id: string; seconds: number } | undefined,
+    queueLeaseOf: (() => Promise<{ id: string; seconds: number }>) | undefined,
     seconds: number,
     grantedAt: number,
     request: AcquireRequest,
@@ -118,14 +128,28 @@ export class EtcdLocks {
     const lockKey = keyBytes(key);
     const value = valueBytes(request.value);
     const queue = waiterRange(key);
-    const first = await this.client.kv.txn({
-      compare: [{ ...queue, target: 'Create', result: 'Equal', create_revision: 0 }],
-      success: [
-        { request_put: { key: waiter, value: NO_BYTES, lease } },
-        { request_put: { key: lockKey, value, lease } },
-      ],
-      failure: queueLease ? [{ request_put: { key: waiter, value: NO_BYTES, lease: queueLease.id } }] : [],
-    });
+    /** Takes the lock if no waiter exists; else, with a queue lease, queues (and reads who is before). */
+    const holdOrQueue = (queueLease: string | undefined) =>
+      this.client.kv.txn({
+        compare: [{ ...queue, target: 'Create', result: 'Equal', create_revision: 0 }],
+        success: [
+          { request_put: { key: waiter, value: NO_BYTES, lease } },
+          { request_put: { key: lockKey, value, lease } },
+        ],
+        failure: queueLease
+          ? [
+              { request_range: { ...queue, keys_only: true } },
+              { request_put: { key: waiter, value: NO_BYTES, lease: queueLease } },
+            ]
+          : [],
+      });
+    let first = await holdOrQueue(undefined);
+    let queueLease: { id: string; seconds: number } | undefined;
+    if (!first.succeeded && queueLeaseOf) {
+      queueLease = await queueLeaseOf();
+      if (request.signal.aborted) throw abortError(request.signal);
+      first = await holdOrQueue(queueLease.id);
+    }
     const mine = num(first.header.revision);
     // Aborted meanwhile: the caller is gone; the leases (and with them anything written) are revoked.
     if (request.signal.aborted) throw abortError(request.signal);
@@ -149,37 +173,88 @@ export class EtcdLocks {
       grantedAt,
       Math.min(QUEUE_KEEPALIVE_MS, (queueLease.seconds * 1000) / 3),
     );
+    // The waiters before this one, by key; a waiter is first in line once none is left. The watch
+    // of the queue tells of every change from the queueing on, so no read is needed in between:
+    // the hand-over is the holder's revoke, the delete event, and the transaction below.
+    const before = new Map<string, IKeyValue>();
+    const learn = (kvs: IKeyValue[] | undefined) => {
+      before.clear();
+      for (const kv of kvs ?? []) {
+        if (num(kv.create_revision) < mine) before.set(nameOf(kv.key), kv);
+      }
+    };
+    learn(first.responses[0]?.response_range?.kvs);
+    // The watch of the queue outlives the wait when this waiter acquires: the holder's own key is in it.
+    const watch = new AbortController();
+    const stopWatch = () => watch.abort();
+    waiting.signal.addEventListener('abort', stopWatch, { once: true });
+    const cursor = this.host.openCursor(queue, mine + 1, watch.signal);
+    const reaper = this.reapDeadWaiters(() => lastOf(before), lockKey, waiting.signal);
+    reaper.catch(() => {});
+    let handedOver = false;
     try {
       for (let failures = 0; ; ) {
         if (request.signal.aborted) throw abortError(request.signal);
         if (leaseLost) return 'again';
         try {
-          const before = await this.client.kv.range({
-            ...queue,
-            max_create_revision: mine - 1,
-            sort_order: 'Descend',
-            sort_target: 'Create',
-            limit: 1,
-          });
-          const previous = before.kvs[0];
-          if (!previous) {
-            // First in line: move the waiter key (same create revision, so same token) onto the ttl lease.
+          if (before.size === 0) {
+            // First in line: move the waiter key (same create revision, so same token) onto the ttl
+            // lease, provided it is still queued and no waiter created before it is left.
             const confirm = await this.client.kv.txn({
-              compare: [{ key: waiter, target: 'Create', result: 'Equal', create_revision: mine }],
+              compare: [
+                { key: waiter, target: 'Create', result: 'Equal', create_revision: mine },
+                { ...queue, target: 'Create', result: 'Greater', create_revision: mine - 1 },
+              ],
               success: [
                 { request_put: { key: waiter, value: NO_BYTES, lease } },
                 { request_put: { key: lockKey, value, lease } },
               ],
+              failure: [
+                { request_range: { key: waiter, keys_only: true } },
+                { request_range: { ...queue, keys_only: true, max_create_revision: mine - 1 } },
+              ],
             });
-            if (!confirm.succeeded) return 'again';
+            if (!confirm.succeeded) {
+              if (!stillQueued(confirm.responses[0], mine)) return 'again';
+              learn(confirm.responses[1]?.response_range?.kvs);
+              continue;
+            }
             if (request.signal.aborted) throw abortError(request.signal);
             // The lease, and so the lock, runs at least its ttl from the last renewal the server confirmed.
             const sentAt = this.keeper.confirmedSentAt(lease) ?? grantedAt;
             this.keeper.remove(lease);
-            return this.holding(key, waiter, lease, mine, num(confirm.header.revision), sentAt, request);
+            handedOver = true;
+            waiting.signal.removeEventListener('abort', stopWatch);
+            return this.holding(key, waiter, lease, mine, num(confirm.header.revision), sentAt, request, {
+              cursor,
+              stop: watch,
+            });
           }
-          await this.waitForTurn(previous, lockKey, num(before.header.revision) + 1, waiting.signal);
+          const item = await cursor.next();
           failures = 0;
+          if (item.type !== 'events') {
+            // Compacted or rewound: read the queue again and go on from there.
+            const now = await this.client.kv.txn({
+              success: [
+                { request_range: { key: waiter, keys_only: true } },
+                { request_range: { ...queue, keys_only: true, max_create_revision: mine - 1 } },
+              ],
+            });
+            if (!stillQueued(now.responses[0], mine)) return 'again';
+            learn(now.responses[1]?.response_range?.kvs);
+            cursor.reset(num(now.header.revision) + 1, markOf(now.header));
+            continue;
+          }
+          for (const event of item.events) {
+            const name = nameOf(event.kv.key);
+            if (event.type === 'Delete') {
+              // This waiter's own key deleted: its place is lost (the confirm would fail); queue again.
+              if (name === nameOf(waiter)) return 'again';
+              before.delete(name);
+            } else if (before.has(name)) {
+              before.set(name, event.kv);
+            }
+          }
         } catch (error) {
           if (request.signal.aborted) throw abortError(request.signal);
           if (leaseLost) return 'again';
@@ -191,78 +266,60 @@ export class EtcdLocks {
       }
     } finally {
       request.signal.removeEventListener('abort', onAbort);
+      waiting.abort();
+      if (!handedOver) watch.abort();
       this.keeper.remove(lease);
       this.keeper.remove(queueLease.id);
     }
   }
 
   /**
-   * Waits for the delete of the waiter just before this one. If that one is
-   * itself waiting (its key is not on the lock key's lease), its queue lease
-   * is looked at every `QUEUE_PROBE_MS`: a live waiter renews it every
+   * While this one waits: looks at the queue lease of the waiter just before
+   * it every `QUEUE_PROBE_MS`. A live waiter renews it every
    * `QUEUE_KEEPALIVE_MS`, so it always has more than 1 s left; one with less
    * (etcd says 0 s) has stopped renewing, and its key is deleted in a
-   * transaction that requires it unchanged since it was read (it never moved
-   * onto a ttl lease, so it never held) and not on the lock key's lease.
-   * Deleting a waiter's key never frees a held lock: a waiter holds only
-   * through a transaction that requires its own key, with its create
-   * revision. A waiter stalled that long merely queues again.
+   * transaction that requires it unchanged since it was seen (it never moved
+   * onto a ttl lease, so it never held) and not on the lock key's lease. The
+   * queue watch then sees the delete. Deleting a waiter's key never frees a
+   * held lock: a waiter holds only through a transaction that requires its
+   * own key, with its create revision. A waiter stalled that long merely
+   * queues again. Ends (rejects) when `signal` aborts.
    */
-  private async waitForTurn(
-    previous: IKeyValue,
+  private async reapDeadWaiters(
+    previous: () => IKeyValue | undefined,
     lockKey: Buffer,
-    fromRevision: number,
     signal: AbortSignal,
   ): Promise<void> {
-    if (signal.aborted) throw abortError(signal);
-    const stop = new AbortController();
-    const onAbort = () => stop.abort(signal.reason);
-    signal.addEventListener('abort', onAbort, { once: true });
-    const deleted = this.host.waitForDelete(previous.key, fromRevision, stop.signal);
-    const reaped = this.reapWhenDead(previous, lockKey, stop.signal);
-    try {
-      await Promise.race([deleted, reaped]);
-    } finally {
-      signal.removeEventListener('abort', onAbort);
-      stop.abort();
-      deleted.catch(() => {});
-      reaped.catch(() => {});
-    }
-    if (signal.aborted) throw abortError(signal);
-  }
-
-  /** Resolves once it deleted the key of a dead waiter; never resolves otherwise (until `signal`). */
-  private async reapWhenDead(previous: IKeyValue, lockKey: Buffer, signal: AbortSignal): Promise<void> {
-    const never = new Promise<void>((_, reject) =>
-      signal.addEventListener('abort', () => reject(abortError(signal)), { once: true }),
-    );
-    never.catch(() => {});
-    const lease = previous.lease ? String(previous.lease) : '0';
-    if (!isQueued(previous)) return never;
-    try {
-      for (;;) {
-        await delay(QUEUE_PROBE_MS, signal);
+    const given = new Set<string>();
+    for (;;) {
+      await delay(QUEUE_PROBE_MS, signal);
+      const kv = previous();
+      if (!kv || !isQueued(kv)) continue;
+      const seen = `${nameOf(kv.key)}@${kv.mod_revision}`;
+      if (given.has(seen)) continue;
+      const lease = String(kv.lease);
+      try {
         const ttl = await this.client.leaseClient.leaseTimeToLive({ ID: lease });
         if (num(ttl.TTL) > 0) continue;
         const reap = await this.client.kv.txn({
           compare: [
-            { key: previous.key, target: 'Mod', result: 'Equal', mod_revision: previous.mod_revision },
+            { key: kv.key, target: 'Mod', result: 'Equal', mod_revision: kv.mod_revision },
             { key: lockKey, target: 'Lease', result: 'NotEqual', lease },
           ],
-          success: [{ request_delete_range: { key: previous.key } }],
+          success: [{ request_delete_range: { key: kv.key } }],
         });
-        return reap.succeeded ? undefined : never;
+        // Changed since (it acquired, or someone else reaped it): the watch tells.
+        if (!reap.succeeded) given.add(seen);
+      } catch {
+        // Unreachable: try again at the next probe.
       }
-    } catch {
-      // Unreachable, or stopped: the delete watch decides.
-      return never;
     }
   }
 
   /**
    * `tryLock()` found waiters: if none holds (no waiter key on the lock key's
    * lease) and every one has stopped renewing its queue lease (etcd says 0 s
-   * left; see `waitForTurn`), one transaction deletes their keys, provided
+   * left; see `reapDeadWaiters`), one transaction deletes their keys, provided
    * they are unchanged and no waiter came meanwhile, and takes the lock.
    */
   private async tryPastDeadWaiters(
@@ -307,6 +364,25 @@ export class EtcdLocks {
     return this.holding(key, waiter, lease, token, token, grantedAt, request);
   }
 
+  /** Resolves when the queue watch (which this holder queued with) sees its own key deleted. */
+  private async ownKeyDeleted(cursor: WatchCursor, waiter: Buffer): Promise<void> {
+    const name = nameOf(waiter);
+    try {
+      for (;;) {
+        const item = await cursor.next();
+        if (item.type !== 'events') {
+          const now = await this.client.kv.range({ key: waiter, count_only: true });
+          if (num(now.count) === 0) return;
+          cursor.reset(num(now.header.revision) + 1, markOf(now.header));
+          continue;
+        }
+        if (item.events.some((event) => event.type === 'Delete' && nameOf(event.kv.key) === name)) return;
+      }
+    } finally {
+      cursor.close();
+    }
+  }
+
   private holding(
     key: string,
     waiter: Buffer,
@@ -315,9 +391,13 @@ export class EtcdLocks {
     heldSince: number,
     sentAt: number,
     request: AcquireRequest,
+    queued?: { cursor: WatchCursor; stop: AbortController },
   ): AcquiredLock {
-    const watching = new AbortController();
-    void this.host.waitForDelete(waiter, heldSince + 1, watching.signal).then(
+    const watching = queued?.stop ?? new AbortController();
+    const deleted = queued
+      ? this.ownKeyDeleted(queued.cursor, waiter)
+      : this.host.waitForDelete(waiter, heldSince + 1, watching.signal);
+    void deleted.then(
       () => {
         if (!watching.signal.aborted)
           request.onLost('its waiter key was deleted (the lease expired or the key was removed)');
@@ -337,6 +417,26 @@ export class EtcdLocks {
       },
     };
   }
+}
+
+/** A key as a map key (byte for byte). */
+function nameOf(key: Buffer): string {
+  return Buffer.from(key).toString('latin1');
+}
+
+/** The waiter created last of these: the one just before a waiter. */
+function lastOf(waiters: Map<string, IKeyValue>): IKeyValue | undefined {
+  let last: IKeyValue | undefined;
+  for (const kv of waiters.values()) {
+    if (!last || num(kv.create_revision) > num(last.create_revision)) last = kv;
+  }
+  return last;
+}
+
+/** The read of a waiter's own key says it is still there, created at `mine`. */
+function stillQueued(response: IResponseOp | undefined, mine: number): boolean {
+  const kv = response?.response_range?.kvs?.[0];
+  return kv !== undefined && num(kv.create_revision) === mine;
 }
 
 /**

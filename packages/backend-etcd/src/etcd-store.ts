@@ -19,7 +19,7 @@ import {
   stripPrefix,
 } from '@kv/core';
 import { type Etcd3, EtcdLeaseInvalidError, type IKeyValue, type IRangeRequest } from 'etcd3';
-import { createClient } from './etcd-client.js';
+import { createClient, KV_BOUNDED } from './etcd-client.js';
 import { DEFAULT_MAX_REQUEST_BYTES, type EtcdSettings, REQUEST_OVERHEAD } from './etcd-config.js';
 import { isPermanent, mapEtcdError, typedError } from './etcd-errors.js';
 import {
@@ -75,6 +75,12 @@ export class EtcdContractStore extends BaseStore {
   private readonly background = new Set<Promise<unknown>>();
   private readonly watchHost: WatchHost;
   private readonly lockRecipe: EtcdLocks;
+  /**
+   * gRPC call options of the calls the store's deadline bounds: no gRPC
+   * deadline on top (see `KV_BOUNDED`), unless keep-alive pings are off
+   * (then the gRPC deadline is what ends a call on a silent connection).
+   */
+  protected readonly boundedCall: { deadline: number } | undefined;
 
   protected constructor(prefix: string, settings: EtcdSettings) {
     super({
@@ -89,6 +95,7 @@ export class EtcdContractStore extends BaseStore {
     });
     this.settings = settings;
     this.client = createClient(settings);
+    this.boundedCall = settings.keepAliveTime > 0 ? KV_BOUNDED : undefined;
     this.keeper = new LeaseKeeper(this.client, settings.requestTimeout);
     this.lockRecipe = new EtcdLocks({
       client: this.client,
@@ -97,6 +104,8 @@ export class EtcdContractStore extends BaseStore {
       revoke: (id) => this.revoke(id),
       revokeLater: (id) => this.revokeLater(id),
       waitForDelete: (key, fromRevision, signal) => this.waitForDelete(key, fromRevision, signal),
+      openCursor: (target, fromRevision, signal) =>
+        new WatchCursor(this.watchHost, target, fromRevision, signal),
       mapError: (error, operation) => this._mapError(error, operation),
       userKey: (full) => this.userKey(full),
     });
@@ -151,39 +160,54 @@ export class EtcdContractStore extends BaseStore {
   }
 
   protected async _get(key: string, options: PrimitiveReadOptions): Promise<RawPair | null> {
-    const response = await this.client.kv.range({ key: keyBytes(key), ...this.readMode(options.consistent) });
+    const response = await this.client.kv.range(
+      { key: keyBytes(key), ...this.readMode(options.consistent) },
+      this.boundedCall,
+    );
     const kv = response.kvs[0];
     return kv ? (rawPair(kv, key) ?? null) : null;
   }
 
   protected override async _exists(key: string, options: PrimitiveReadOptions): Promise<boolean> {
-    const response = await this.client.kv.range({
-      key: keyBytes(key),
-      count_only: true,
-      ...this.readMode(options.consistent),
-    });
+    const response = await this.client.kv.range(
+      {
+        key: keyBytes(key),
+        count_only: true,
+        ...this.readMode(options.consistent),
+      },
+      this.boundedCall,
+    );
     return num(response.count) > 0;
   }
 
   protected async _put(key: string, value: Uint8Array, options: PrimitiveWriteOptions): Promise<void> {
     await this.withWriteLease(options, (lease) =>
-      this.client.kv.put({ key: keyBytes(key), value: valueBytes(value), ...(lease ? { lease } : {}) }),
+      this.client.kv.put(
+        { key: keyBytes(key), value: valueBytes(value), ...(lease ? { lease } : {}) },
+        this.boundedCall,
+      ),
     );
   }
 
   protected async _delete(key: string, _signal: AbortSignal): Promise<void> {
-    await this.client.kv.deleteRange({ key: keyBytes(key) });
+    await this.client.kv.deleteRange({ key: keyBytes(key) }, this.boundedCall);
   }
 
   protected async _list(dir: string, options: PrimitiveReadOptions): Promise<RawPair[]> {
-    const response = await this.client.kv.range({ ...dirRange(dir), ...this.readMode(options.consistent) });
+    const response = await this.client.kv.range(
+      { ...dirRange(dir), ...this.readMode(options.consistent) },
+      this.boundedCall,
+    );
     return this.rawPairs(response.kvs);
   }
 
   protected async _deleteTree(dir: string, _signal: AbortSignal): Promise<void> {
-    await this.client.kv.txn({
-      success: [{ request_delete_range: { key: keyBytes(dir) } }, { request_delete_range: dirRange(dir) }],
-    });
+    await this.client.kv.txn(
+      {
+        success: [{ request_delete_range: { key: keyBytes(dir) } }, { request_delete_range: dirRange(dir) }],
+      },
+      this.boundedCall,
+    );
   }
 
   protected async _atomicPut(
@@ -194,11 +218,14 @@ export class EtcdContractStore extends BaseStore {
   ): Promise<RawPair> {
     const k = keyBytes(key);
     return this.withWriteLease(options, async (lease) => {
-      const response = await this.client.kv.txn({
-        compare: previousIndex === null ? [absent(k)] : unchanged(k, previousIndex),
-        success: [{ request_put: { key: k, value: valueBytes(value), ...(lease ? { lease } : {}) } }],
-        failure: [{ request_range: { key: k, count_only: true } }],
-      });
+      const response = await this.client.kv.txn(
+        {
+          compare: previousIndex === null ? [absent(k)] : unchanged(k, previousIndex),
+          success: [{ request_put: { key: k, value: valueBytes(value), ...(lease ? { lease } : {}) } }],
+          failure: [{ request_range: { key: k, count_only: true } }],
+        },
+        this.boundedCall,
+      );
       if (response.succeeded) return { key, value, lastIndex: num(response.header.revision) };
       const user = this.userKey(key);
       if (previousIndex === null) throw new KeyExistsError(user);
@@ -209,11 +236,14 @@ export class EtcdContractStore extends BaseStore {
 
   protected async _atomicDelete(key: string, previousIndex: number, _signal: AbortSignal): Promise<void> {
     const k = keyBytes(key);
-    const response = await this.client.kv.txn({
-      compare: unchanged(k, previousIndex),
-      success: [{ request_delete_range: { key: k } }],
-      failure: [{ request_range: { key: k, count_only: true } }],
-    });
+    const response = await this.client.kv.txn(
+      {
+        compare: unchanged(k, previousIndex),
+        success: [{ request_delete_range: { key: k } }],
+        failure: [{ request_range: { key: k, count_only: true } }],
+      },
+      this.boundedCall,
+    );
     if (response.succeeded) return;
     const exists = num(response.responses[0]?.response_range?.count) > 0;
     throw exists ? new KeyModifiedError(this.userKey(key)) : new KeyNotFoundError(this.userKey(key));

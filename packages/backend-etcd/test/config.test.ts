@@ -241,4 +241,42 @@ describe.skipIf(frozen.skip !== false)('timeouts against a frozen server', () =>
       await store.close();
     }
   });
+
+  it('a put that timed out on a frozen member is never retried on another member later (it was reported failed)', async () => {
+    const server = frozen.server as NonNullable<typeof frozen.server>;
+    const prefix = `late-retry-${process.pid}-${Date.now()}`;
+    // Two unrelated servers as one store's members: a late retry of the put would land on the live one.
+    const store = await openEtcd({
+      endpoints: [...server.endpoints, ...etcd.endpoints],
+      prefix,
+      requestTimeout: 500,
+      keepAliveTime: 5_000,
+      keepAliveTimeout: 1_000,
+    });
+    const reader = await openEtcd({ endpoints: etcd.endpoints, prefix });
+    try {
+      // Calls go to a random member: connect to both before the freeze.
+      for (let i = 0; i < 20; i++) await store.tryGet('warm-up');
+      server.freeze();
+      await stopped(server.pid as number);
+      let timedOut: string | undefined;
+      for (let i = 0; i < 40 && timedOut === undefined; i++) {
+        const error = await store.put(`k${i}`, 'late').then(
+          () => undefined,
+          (e: unknown) => e,
+        );
+        if (error !== undefined) {
+          expect(UnavailableError.isInstance(error), String(error)).toBe(true);
+          timedOut = `k${i}`;
+        }
+      }
+      expect(timedOut).toBeDefined();
+      // The keep-alive finds the frozen connection dead within 6 s and fails the call left on it.
+      await new Promise((resolve) => setTimeout(resolve, 7_500));
+      expect(await reader.tryGet(timedOut as string)).toBeNull();
+    } finally {
+      server.thaw();
+      await Promise.allSettled([store.close(), reader.close()]);
+    }
+  });
 });

@@ -73,6 +73,42 @@ describe.skipIf(etcd.skip !== false)('etcd locks: the concurrency recipe', () =>
     await lockA2.unlock();
   });
 
+  it('a waiter whose key is deleted behind its back queues again; the waiter behind it still waits for the holder', async () => {
+    const holder = a.newLock('gap', { ttl: 5_000 });
+    const first = await holder.lock();
+    const lock1 = b.newLock('gap', { value: 'one', ttl: 5_000 });
+    const order: string[] = [];
+    const wait1 = lock1.lock().then((lease) => {
+      order.push('1');
+      return lease;
+    });
+    await untilWaiters(a, 'gap', 2);
+    const lock2 = a.newLock('gap', { value: 'two', ttl: 5_000 });
+    const wait2 = lock2.lock().then((lease) => {
+      order.push('2');
+      return lease;
+    });
+    await untilWaiters(a, 'gap', 3);
+    // The key of the waiter between the holder and the last one goes away: the last one must not
+    // take it for a hand-over while the holder still holds.
+    const queued = (await waiters(a, 'gap')).sort((x, y) => x.createRevision - y.createRevision);
+    await a.client.delete().key(queued[1]?.key as string);
+    // The first waiter queues again, behind the second.
+    await untilWaiters(a, 'gap', 3);
+    expect(order).toEqual([]);
+    expect(first.lost.aborted).toBe(false);
+    expect(text((await a.get('gap')).value)).toBe('');
+    await holder.unlock();
+    const lease2 = await within(wait2, 5_000, 'the second waiter taking the lock');
+    expect(order).toEqual(['2']);
+    expect(text((await a.get('gap')).value)).toBe('two');
+    await lock2.unlock();
+    const lease1 = await within(wait1, 5_000, 'the first waiter, queued again, taking the lock');
+    expect(lease2.fencingToken).toBeGreaterThan(first.fencingToken);
+    expect(lease1.fencingToken).toBeGreaterThan(lease2.fencingToken);
+    await lock1.unlock();
+  });
+
   it('hands the lock over promptly (measured)', async () => {
     const times: number[] = [];
     for (let i = 0; i < 20; i++) {
