@@ -121,7 +121,10 @@ describe.each<[string, Start]>([
       error = e;
     });
     const closed = new Promise<void>((resolve, reject) => {
-      const timer = setTimeout(() => reject(new Error('the connection was still open 5 s after reset()')), 5_000);
+      const timer = setTimeout(
+        () => reject(new Error('the connection was still open 5 s after reset()')),
+        5_000,
+      );
       c.once('close', () => {
         clearTimeout(timer);
         resolve();
