@@ -8,6 +8,10 @@ const CONTROL = /[\u0000-\u001f\u007f]/;
  * Normalises a key: leading and trailing `/` are dropped. Empty segments,
  * `.`/`..` segments, control characters and lone surrogates are rejected.
  * With `allowEmpty`, the empty key (a directory meaning "everything") is allowed.
+ *
+ * Every call of every store runs this, so a valid key is checked in one pass
+ * over its code units, without allocating; anything that pass does not like
+ * goes to `rejectKey`, which names what is wrong.
  */
 export function normalizeKey(key: string, allowEmpty = false): string {
   if (typeof key !== 'string') {
@@ -17,11 +21,35 @@ export function normalizeKey(key: string, allowEmpty = false): string {
   let end = key.length;
   while (start < end && key.charCodeAt(start) === 47) start++;
   while (end > start && key.charCodeAt(end - 1) === 47) end--;
-  const normalised = key.slice(start, end);
-  if (normalised === '') {
+  if (start === end) {
     if (allowEmpty) return '';
     throw new InvalidKeyError(key, 'the key is empty');
   }
+  let segment = start;
+  for (let i = start; i <= end; i++) {
+    const c = i === end ? 47 : key.charCodeAt(i);
+    if (c === 47) {
+      const length = i - segment;
+      // An empty segment, `.` or `..`.
+      if (length === 0 || (length <= 2 && key.charCodeAt(segment) === 46 && key.charCodeAt(i - 1) === 46)) {
+        rejectKey(key, start, end);
+      }
+      segment = i + 1;
+    } else if (c < 32 || c === 127) {
+      rejectKey(key, start, end);
+    } else if (c >= 0xd800 && c <= 0xdfff) {
+      // A high surrogate followed by a low one is a pair; anything else is a lone surrogate.
+      const next = i + 1 < end ? key.charCodeAt(i + 1) : 0;
+      if (c <= 0xdbff && next >= 0xdc00 && next <= 0xdfff) i++;
+      else rejectKey(key, start, end);
+    }
+  }
+  return start === 0 && end === key.length ? key : key.slice(start, end);
+}
+
+/** Throws the `InvalidKeyError` that says what is wrong with a key `normalizeKey`'s pass refused. */
+function rejectKey(key: string, start: number, end: number): never {
+  const normalised = key.slice(start, end);
   if (CONTROL.test(normalised)) {
     throw new InvalidKeyError(key, 'control characters (U+0000-U+001F, U+007F) are not allowed');
   }
@@ -33,7 +61,7 @@ export function normalizeKey(key: string, allowEmpty = false): string {
     if (segment === '.' || segment === '..')
       throw new InvalidKeyError(key, `\`${segment}\` segments are not allowed`);
   }
-  return normalised;
+  throw new InvalidKeyError(key, 'the key is not valid');
 }
 
 /** Joins a normalised prefix and a normalised key ('' means none). */

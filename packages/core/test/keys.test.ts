@@ -1,3 +1,4 @@
+import fc from 'fast-check';
 import { describe, expect, it } from 'vitest';
 import {
   compareKeys,
@@ -55,6 +56,58 @@ describe('normalizeKey', () => {
     expect(normalizeKey('', true)).toBe('');
     expect(normalizeKey('/', true)).toBe('');
     expect(() => normalizeKey('a//b', true)).toThrow(InvalidKeyError);
+  });
+
+  it('agrees with the plain reading of the rules on any string (one-pass check vs slice, regex, split)', () => {
+    // The rules as the contract states them, written the obvious way.
+    const byTheRules = (key: string): string => {
+      const normalised = key.replace(/^\/+|\/+$/g, '');
+      if (normalised === '') return 'error: the key is empty';
+      // biome-ignore lint/suspicious/noControlCharactersInRegex: the characters the rules reject
+      if (/[\u0000-\u001f\u007f]/.test(normalised)) return 'error: control';
+      if (!normalised.isWellFormed()) return 'error: surrogate';
+      // The first bad segment names the error.
+      for (const segment of normalised.split('/')) {
+        if (segment === '') return 'error: empty segment';
+        if (segment === '.' || segment === '..') return 'error: dot segment';
+      }
+      return normalised;
+    };
+    const outcome = (key: string): string => {
+      try {
+        return normalizeKey(key);
+      } catch (error) {
+        expect(InvalidKeyError.isInstance(error)).toBe(true);
+        const message = (error as Error).message;
+        if (/empty$/.test(message)) return 'error: the key is empty';
+        if (/control/.test(message)) return 'error: control';
+        if (/surrogate/.test(message)) return 'error: surrogate';
+        if (/empty path segment/.test(message)) return 'error: empty segment';
+        if (/segments are not allowed/.test(message)) return 'error: dot segment';
+        return `error: ${message}`;
+      }
+    };
+    // Strings of the characters that matter: slashes, dots, controls, surrogates (paired and lone).
+    const unit = fc.constantFrom(
+      '/',
+      '.',
+      'a',
+      'é',
+      '\u0000',
+      '\u001f',
+      '\u007f',
+      '\ud800',
+      '\udc00',
+      '🔑',
+      ' ',
+    );
+    fc.assert(
+      fc.property(fc.array(unit, { maxLength: 12 }), (units) => {
+        const key = units.join('');
+        expect(outcome(key)).toBe(byTheRules(key));
+      }),
+      { numRuns: 20_000 },
+    );
   });
 
   it('rejects a non-string key with InvalidKeyError, not a TypeError', () => {
