@@ -194,7 +194,11 @@ export class EtcdV2Client {
         } else connected();
       });
       req.on('error', (error) =>
-        finish(new TransportError(`${host}: ${error.message}${tlsHint(error)}`, !sent, { cause: error })),
+        finish(
+          new TransportError(`${host}: ${error.message}${tlsHint(error, lib === https && !sent)}`, !sent, {
+            cause: error,
+          }),
+        ),
       );
       req.on('response', (res) => {
         const chunks: Buffer[] = [];
@@ -250,8 +254,11 @@ function passedAuth(status: number, code: number | undefined): boolean {
   return code < 200 || code >= 300;
 }
 
-/** What to change, for the TLS errors a wrong setting causes. */
-function tlsHint(error: Error & { code?: string }): string {
+/**
+ * What to change, for the TLS errors a wrong setting causes. `handshaking`:
+ * the error came before the TLS handshake was done.
+ */
+function tlsHint(error: Error & { code?: string }, handshaking: boolean): string {
   const code = error.code ?? '';
   if (/CERT|SELF_SIGNED|UNABLE_TO_VERIFY|UNABLE_TO_GET_ISSUER/.test(code)) {
     return " (the server's certificate is not trusted: give the CA that signed it as tls.ca or caFile, or the name it carries as tls.servername)";
@@ -259,7 +266,12 @@ function tlsHint(error: Error & { code?: string }): string {
   if (code === 'EPROTO' || /wrong version number|packet length too long/i.test(error.message)) {
     return ' (no TLS server answered: is this a plain http port? Then use etcdv2:// without tls)';
   }
-  if (/before secure TLS connection was established/i.test(error.message)) {
+  // A plain http server answers a ClientHello with a 400 and closes: the client reads that answer
+  // (wrong version number), sees the close, or, when the close came with the hello unread, a reset.
+  if (
+    /before secure TLS connection was established/i.test(error.message) ||
+    (handshaking && code === 'ECONNRESET')
+  ) {
     return ' (the server closed the connection during the TLS handshake: is this a plain http port? Then use etcdv2:// without tls. Or does it want a client certificate: tls.cert and tls.key?)';
   }
   return '';

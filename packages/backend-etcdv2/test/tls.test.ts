@@ -1,4 +1,6 @@
+import { once } from 'node:events';
 import { readFileSync } from 'node:fs';
+import { createServer } from 'node:net';
 import { createStore, InvalidArgumentError, type Store, UnavailableError } from '@kv/core';
 import { Reader } from '@kv/core/conformance';
 import { mutualTls, serverFor, type TestCertificates, testCertificates } from '@kv/test-servers';
@@ -139,5 +141,26 @@ describe.skipIf(launched.skip !== false)('etcd v2 over TLS with a client certifi
     );
     expect(UnavailableError.isInstance(error), String(error)).toBe(true);
     expect(performance.now() - started).toBeLessThan(3_000);
+  });
+});
+
+describe('TLS to a port that resets the handshake', () => {
+  it('says it may be a plain http port (a plain server that closes with the hello unread resets)', async () => {
+    // What etcd's plain port sometimes does to a ClientHello: the connection is reset, not answered.
+    const server = createServer((socket) => socket.once('data', () => socket.resetAndDestroy()));
+    server.listen(0, '127.0.0.1');
+    await once(server, 'listening');
+    const address = server.address();
+    const port = typeof address === 'object' && address ? address.port : 0;
+    try {
+      const error = await createStore(`etcdv2s://127.0.0.1:${port}/tls?connectTimeout=2000`).then(
+        (store) => store.close(),
+        (e: unknown) => e,
+      );
+      expect(UnavailableError.isInstance(error), String(error)).toBe(true);
+      expect(String(error)).toMatch(/ECONNRESET.*plain http port/);
+    } finally {
+      server.close();
+    }
   });
 });
