@@ -18,6 +18,7 @@ import {
   type RawPair,
   type ResolvedConfig,
   stripPrefix,
+  timeoutSignal,
   UnavailableError,
   ValueTooLargeError,
 } from '@kv/core';
@@ -618,15 +619,13 @@ export class ConsulStore extends BaseStore {
       const wait = Math.max(1, Math.min(maxWait, Math.ceil(nextDeadline - Date.now()) + 1));
       // A first query (no index) answers at once: an agent that holds it longer than
       // requestTimeout is frozen or cut off, and the next attempt goes to the next agent.
-      const bound = AbortSignal.timeout(
-        index > 0 ? wait + Math.ceil(wait / 16) + this.requestTimeout : this.requestTimeout,
-      );
+      const bound = index > 0 ? wait + Math.ceil(wait / 16) + this.requestTimeout : this.requestTimeout;
       let result: { entries: ConsulEntry[]; index: number | undefined };
       try {
         result = await this.getEntries(
           path,
           { ...query, ...(index > 0 ? { index, wait: `${wait}ms` } : {}) },
-          AbortSignal.any([signal, bound]),
+          timeoutSignal(bound, signal),
         );
       } catch (error) {
         if (signal.aborted) return;
@@ -689,7 +688,7 @@ export class ConsulStore extends BaseStore {
     let session: string | undefined;
     let won = false;
     // Each request is bounded by requestTimeout: one stuck on a cut link must not stall the wait.
-    const bounded = () => AbortSignal.any([signal, AbortSignal.timeout(this.requestTimeout)]);
+    const bounded = () => timeoutSignal(this.requestTimeout, signal);
     const refresh = async (): Promise<string> => {
       // The session must outlive the wait: renew it (or make a new one) well before it could expire.
       if (session !== undefined && monotonicNow() - sentAt < sessionTtl / 2) return session;
@@ -775,7 +774,7 @@ export class ConsulStore extends BaseStore {
           method: 'GET',
           path: `/session/info/${encodeURIComponent(holder)}`,
           query: index > 0 ? { index, wait: `${waitMs}ms` } : {},
-          signal: AbortSignal.any([signal, AbortSignal.timeout(waitMs * 2 + this.requestTimeout)]),
+          signal: timeoutSignal(waitMs * 2 + this.requestTimeout, signal),
           write: false,
         });
       } catch (error) {

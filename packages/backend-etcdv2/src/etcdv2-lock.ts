@@ -6,6 +6,7 @@ import {
   delay,
   LockLostError,
   monotonicNow,
+  timeoutSignal,
 } from '@kv/core';
 import type { V2Node } from './etcdv2-client.js';
 import { isCode, isPermanent, V2 } from './etcdv2-errors.js';
@@ -81,7 +82,7 @@ async function contend(
           'PUT',
           path,
           { refresh: true, prevExist: true, prevIndex: index, ttl: QUEUE_TTL_S },
-          AbortSignal.any([stop, AbortSignal.timeout(QUEUE_REFRESH_MS * 2)]),
+          timeoutSignal(QUEUE_REFRESH_MS * 2, stop),
         );
         if (answer.node) index = answer.node.modifiedIndex;
       } catch (error) {

@@ -12,6 +12,7 @@ import {
   type RawTreeUpdate,
   type ResolvedConfig,
   stripPrefix,
+  timeoutSignal,
 } from '@kv/core';
 import {
   EtcdV2Client,
@@ -334,10 +335,7 @@ export class EtcdV2Store extends BaseStore {
           'PUT',
           leafPath(key),
           { refresh: true, prevExist: true, prevIndex: entry.index, ttl: seconds(ttl) },
-          AbortSignal.any([
-            this.closing,
-            AbortSignal.timeout(Math.max(100, Math.floor(entry.expires - sentAt))),
-          ]),
+          timeoutSignal(Math.max(100, Math.floor(entry.expires - sentAt)), this.closing),
         );
         if (this.kept.get(key) !== entry) return;
         if (answer.node) entry.index = answer.node.modifiedIndex;
@@ -373,13 +371,14 @@ export class EtcdV2Store extends BaseStore {
    * leaves one, which a wait from `index + 1` returns at once.
    */
   private async ownRefreshes(key: string, written: V2Node, index: number): Promise<number | undefined> {
-    const signal = AbortSignal.any([this.closing, AbortSignal.timeout(this.readAttempt)]);
+    const signal = timeoutSignal(this.readAttempt, this.closing);
     const current = (await this.call('GET', leafPath(key), { quorum: true }, signal)).node;
     if (!current || current.createdIndex !== written.createdIndex || current.value !== written.value) {
       return undefined;
     }
     // An event in (index, current] comes back at once; none within a second means there is none.
-    const quiet = AbortSignal.timeout(Math.min(1_000, this.readAttempt));
+    // Our own timeout signal (its timer holds it), so a composite of it cannot lose it to a GC.
+    const quiet = timeoutSignal(Math.min(1_000, this.readAttempt));
     try {
       const event = await this.client.keys(
         'GET',
@@ -413,7 +412,7 @@ export class EtcdV2Store extends BaseStore {
     recursive: boolean,
     signal: AbortSignal,
   ): Promise<V2Answer | undefined> {
-    const stop = AbortSignal.any([signal, AbortSignal.timeout(this.settings.pollTimeout)]);
+    const stop = timeoutSignal(this.settings.pollTimeout, signal);
     try {
       // The attempt bound is the poll timeout itself: a silent long poll is normal, not a dead server.
       return await this.client.keys(

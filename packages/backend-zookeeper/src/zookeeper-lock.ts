@@ -7,6 +7,7 @@ import {
   InvalidArgumentError,
   LockLostError,
   monotonicNow,
+  timeoutSignal,
 } from '@kv/core';
 import { Wake } from './wake.js';
 import { isRc, ZK } from './zookeeper-errors.js';
@@ -151,7 +152,7 @@ export async function acquireZkLock(
   } finally {
     if (mine) {
       const path = mine;
-      const bound = AbortSignal.any([host.stopping, AbortSignal.timeout(host.requestTimeout)]);
+      const bound = timeoutSignal(host.requestTimeout, host.stopping);
       void host.waiters.remove(bound, path, -1).catch(() => {});
     }
   }

@@ -15,6 +15,7 @@ import {
   type RawPair,
   type ResolvedConfig,
   stripPrefix,
+  timeoutSignal,
 } from '@kv/core';
 import { Wake } from './wake.js';
 import { type ZooKeeperOptions, type ZooKeeperSettings, zooKeeperSettings } from './zookeeper-config.js';
@@ -268,7 +269,7 @@ export class ZooKeeperStore extends BaseStore implements ZkLockHost {
   }
 
   private async reap(path: string): Promise<void> {
-    const signal = AbortSignal.any([this.stop.signal, AbortSignal.timeout(this.requestTimeout)]);
+    const signal = timeoutSignal(this.requestTimeout, this.stop.signal);
     for (let attempt = 0; attempt < 3; attempt++) {
       const node = await this.read(path, signal);
       if (!node) return;
@@ -329,7 +330,7 @@ export class ZooKeeperStore extends BaseStore implements ZkLockHost {
             path,
             data,
             EPHEMERAL,
-            AbortSignal.any([this.stop.signal, AbortSignal.timeout(this.requestTimeout)]),
+            timeoutSignal(this.requestTimeout, this.stop.signal),
           );
           break;
         } catch (error) {

@@ -242,6 +242,26 @@ export function delay(ms: number, signal?: AbortSignal): Promise<void> {
   });
 }
 
+/**
+ * A signal that aborts when any of `signals` does, or after `ms` with a
+ * `TimeoutError` (a `DOMException`, as `AbortSignal.timeout`'s): what
+ * `AbortSignal.any([...signals, AbortSignal.timeout(ms)])` means, without the
+ * Node bug that makes that one hang (nodejs/node#57736: a timeout signal that
+ * only a composite refers to can be garbage collected, and then never fires;
+ * Node 20.20 loses every one of them to a GC). Here the timer holds its
+ * controller until it fires, so the timeout always comes. The timer never
+ * keeps the process alive.
+ */
+export function timeoutSignal(ms: number, ...signals: readonly AbortSignal[]): AbortSignal {
+  const controller = new AbortController();
+  const timer = setTimeout(
+    () => controller.abort(new DOMException('The operation was aborted due to timeout', 'TimeoutError')),
+    Math.min(Math.max(0, ms), MAX_TIMER_MS),
+  );
+  timer.unref?.();
+  return signals.length === 0 ? controller.signal : AbortSignal.any([...signals, controller.signal]);
+}
+
 /** Exponential backoff with jitter, for reconnect loops. */
 export function backoff(attempt: number, base = 100, max = 5_000): number {
   const ceiling = Math.min(max, base * 2 ** Math.min(attempt, 16));

@@ -1,6 +1,16 @@
+import { once } from 'node:events';
+import { setFlagsFromString } from 'node:v8';
+import { runInNewContext } from 'node:vm';
 import { describe, expect, it } from 'vitest';
 import { Deadlines, runBounded } from '../src/call.js';
-import { backoff, ClosedError, delay, KeyNotFoundError, UnavailableError } from '../src/index.js';
+import {
+  backoff,
+  ClosedError,
+  delay,
+  KeyNotFoundError,
+  timeoutSignal,
+  UnavailableError,
+} from '../src/index.js';
 
 const never = () => new Promise<never>(() => {});
 const map = (error: unknown) => new UnavailableError(`mapped: ${String(error)}`, { cause: error });
@@ -194,5 +204,37 @@ describe('delay and backoff', () => {
       expect(value).toBeGreaterThanOrEqual(ceiling / 2);
       expect(value).toBeLessThanOrEqual(ceiling);
     }
+  });
+});
+
+describe('timeoutSignal', () => {
+  // A real collection, as the process's own would run mid-call.
+  setFlagsFromString('--expose-gc');
+  const gc = runInNewContext('gc') as () => void;
+
+  it('times out even when garbage collection runs before the timeout (AbortSignal.any + AbortSignal.timeout does not on Node 20)', async () => {
+    const parent = new AbortController();
+    // Only the composite is kept, as a pending request keeps its signal.
+    const signals = Array.from({ length: 50 }, () => timeoutSignal(100, parent.signal));
+    for (let i = 0; i < 5; i++) {
+      gc();
+      await delay(5);
+    }
+    await Promise.all(signals.map((signal) => (signal.aborted ? undefined : once(signal, 'abort'))));
+    for (const signal of signals) expect((signal.reason as DOMException).name).toBe('TimeoutError');
+    expect(parent.signal.aborted).toBe(false);
+  });
+
+  it("aborts with a parent's reason when a parent aborts first, and at once for one already aborted", () => {
+    const parent = new AbortController();
+    const other = new AbortController();
+    const signal = timeoutSignal(60_000, parent.signal, other.signal);
+    expect(signal.aborted).toBe(false);
+    const reason = new Error('mine');
+    other.abort(reason);
+    expect(signal.aborted).toBe(true);
+    expect(signal.reason).toBe(reason);
+    expect(timeoutSignal(60_000, other.signal).reason).toBe(reason);
+    expect(timeoutSignal(60_000).aborted).toBe(false);
   });
 });

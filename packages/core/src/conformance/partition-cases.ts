@@ -39,10 +39,23 @@ async function withLinks(t: TestEnv, body: (opened: Opened) => Promise<void>): P
     stores.push(store);
     return store;
   };
+  // Opening a store makes a call, which may meet an election (one a healed member forced, say) and
+  // fail with UnavailableError, as any call may: the case opens again, as a user's program would.
+  const opening = async (open: () => Promise<Store>): Promise<Store> => {
+    const until = performance.now() + 30_000 * t.settings.timeScale;
+    for (;;) {
+      try {
+        return keep(await open());
+      } catch (error) {
+        if (!UnavailableError.isInstance(error) || performance.now() > until) throw error;
+        await new Promise((resolve) => setTimeout(resolve, 200));
+      }
+    }
+  };
   const opened: Opened = {
     cluster,
-    on: async (member) => keep(await cluster.openOn(member, t.prefix)),
-    any: async () => keep(await cluster.open(t.prefix)),
+    on: (member) => opening(() => cluster.openOn(member, t.prefix)),
+    any: () => opening(() => cluster.open(t.prefix)),
     watch: (store, key) => {
       const reader = new Reader<KVPair | null>(
         () => store.watch(key),
