@@ -10,8 +10,10 @@
 // - the public types import only packages the user gets with their types
 //   (a dependency that ships types, or its @types package as a dependency),
 //   so a project with `skipLibCheck: false` compiles.
+// And every changeset in .changeset names packages of this repository and never mixes an
+// ignored package with released ones (`changeset version` would refuse it).
 import { execFileSync } from 'node:child_process';
-import { existsSync, mkdtempSync, readFileSync, rmSync } from 'node:fs';
+import { existsSync, mkdtempSync, readdirSync, readFileSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { dirname, join, posix } from 'node:path';
 import { expectedMeta, publicPackages, relativeLinks, repositoryUrl } from './package-meta.mjs';
@@ -140,6 +142,41 @@ function shipsTypes(from, name) {
   if (manifest.types || manifest.typings) return true;
   const exported = JSON.stringify(manifest.exports ?? {});
   return exported.includes('"types"') || existsSync(join(dirname(manifestPath), 'index.d.ts'));
+}
+
+// Every changeset names known packages, and none mixes an ignored package (config `ignore`) with
+// released ones: `changeset version` refuses such a file, so a release would stop there.
+{
+  const config = JSON.parse(readFileSync(join(root, '.changeset', 'config.json'), 'utf8'));
+  const ignored = new Set(config.ignore ?? []);
+  const known = new Set(
+    readdirSync(join(root, 'packages')).flatMap((dir) => {
+      try {
+        return [JSON.parse(readFileSync(join(root, 'packages', dir, 'package.json'), 'utf8')).name];
+      } catch {
+        return [];
+      }
+    }),
+  );
+  const problems = [];
+  for (const file of readdirSync(join(root, '.changeset')).filter(
+    (f) => f.endsWith('.md') && f !== 'README.md',
+  )) {
+    const head = /^---\n([\s\S]*?)^---/m.exec(readFileSync(join(root, '.changeset', file), 'utf8'));
+    if (!head) {
+      problems.push(`${file}: no front matter`);
+      continue;
+    }
+    const names = [...head[1].matchAll(/^["']?([^"':]+)["']?\s*:\s*(major|minor|patch)\s*$/gm)].map(
+      (m) => m[1],
+    );
+    for (const name of names) if (!known.has(name)) problems.push(`${file}: ${name} is not a package here`);
+    const some = names.filter((name) => ignored.has(name));
+    if (some.length > 0 && some.length < names.length) {
+      problems.push(`${file}: mixes ignored ${some.join(', ')} with released packages: split it in two`);
+    }
+  }
+  report('.changeset', 'changesets name known packages and never mix ignored with released ones', problems);
 }
 
 if (failed > 0) {
