@@ -249,7 +249,10 @@ class Hold {
   start(): void {
     // The acquisition counts as a confirmed renewal, sent at `sentAt`.
     this.armDeadline(this.acquiredSentAt);
-    this.scheduleRenew();
+    // The first renewal is due ttl/3 after that confirmation, not after now: a backend's `sentAt` can
+    // be older than the acquisition (etcd: a queued waiter's lock lease was last renewed up to ttl/3
+    // before it got the lock), and counting from now would leave the renewal only ttl/12 to land.
+    this.scheduleRenew(Math.max(1, Math.floor(this.acquiredSentAt + this.ttl / 3 - monotonicNow())));
   }
 
   private armDeadline(confirmedSentAt: number): void {

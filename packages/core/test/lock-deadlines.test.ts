@@ -15,6 +15,10 @@ function stall(ms: number): void {
 interface Grant {
   /** Runs between taking `sentAt` and handing the grant back (a stall goes here). */
   readonly beforeReply?: () => void;
+  /** ms the acquire waits (a waiter in a queue) before it gets the lock. */
+  readonly waits?: number;
+  /** ms before the grant that its `sentAt` says the hold was last confirmed (default 0). */
+  readonly confirmedAgo?: number;
   readonly renew?: (n: number) => Promise<void>;
 }
 
@@ -32,7 +36,8 @@ function host(grants: Grant[]) {
     acquire: async (_key: string, _request: AcquireRequest): Promise<AcquiredLock | null> => {
       const n = state.acquires++;
       const grant = grants[Math.min(n, grants.length - 1)] ?? {};
-      const sentAt = performance.now();
+      if (grant.waits) await new Promise((resolve) => setTimeout(resolve, grant.waits));
+      const sentAt = performance.now() - (grant.confirmedAgo ?? 0);
       await Promise.resolve();
       grant.beforeReply?.();
       return {
@@ -89,6 +94,41 @@ describe('a grant processed after its loss deadline is never handed out', () => 
     const lock = new StoreLock(lockHost, 'k', 'k', value, TTL);
     const lease = await lock.tryLock();
     expect(lease?.lost.aborted).toBe(false);
+    await lock.unlock();
+  });
+});
+
+describe('renewals count from the confirmation the loss deadline counts from', () => {
+  it('a grant confirmed well before the acquisition (an etcd waiter that queued) is renewed in time and stays held', async () => {
+    // It waited 500 ms in the queue; its lock lease was last confirmed 400 ms of a 1 s ttl before the
+    // grant, so the loss deadline is 350 ms after the grant. Each renewal takes 50 ms to come back:
+    // renewing a third of the ttl after the grant (at 333 ms, back at 383 ms) would be too late.
+    let third: () => void = () => {};
+    const renewedThrice = new Promise<void>((resolve) => {
+      third = resolve;
+    });
+    const { lockHost } = host([
+      {
+        waits: 500,
+        confirmedAgo: 400,
+        renew: async (n) => {
+          await new Promise((resolve) => setTimeout(resolve, 50));
+          if (n >= 3) third();
+        },
+      },
+    ]);
+    const lock = new StoreLock(lockHost, 'k', 'k', value, TTL);
+    const lease = await lock.lock();
+    const lost = lostAt(lease);
+    await within(
+      Promise.race([
+        renewedThrice,
+        lost.then(() => Promise.reject(new Error('lost before its third renewal'))),
+      ]),
+      5_000,
+      'three renewals',
+    );
+    expect(lease.lost.aborted).toBe(false);
     await lock.unlock();
   });
 });
