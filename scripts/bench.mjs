@@ -167,24 +167,12 @@ async function sideBySide(backend, name, c, kvFn, rawFn, { ms = roundMs, n = rou
   const w = summary(raw);
   // The median of the rounds' ratios: a round where the shared machine stalled one side weighs
   // no more than any other (the aggregate of all rounds is printed too).
-  const perRound = k.perRound.map((x, i) => x / w.perRound[i]).sort((a, b) => a - b);
-  const median = perRound[Math.floor(perRound.length / 2)];
-  let aa;
-  if (control) {
-    const a = summary(again);
-    const ratios = a.perRound.map((x, i) => x / w.perRound[i]).sort((x, y) => x - y);
-    aa = { ratio: ratios[Math.floor(ratios.length / 2)], spread: [ratios[0], ratios[ratios.length - 1]] };
-  }
-  const result = {
-    backend,
-    name,
-    kv: k,
-    raw: w,
-    ratio: median,
-    overall: k.rate / w.rate,
-    spread: [perRound[0], perRound[perRound.length - 1]],
-    control: aa,
+  const ratioOf = (side) => {
+    const ratios = side.perRound.map((x, i) => x / w.perRound[i]).sort((a, b) => a - b);
+    return { ratio: ratios[Math.floor(ratios.length / 2)], spread: [ratios[0], ratios[ratios.length - 1]] };
   };
+  const aa = control ? ratioOf(summary(again)) : undefined;
+  const result = { backend, name, kv: k, raw: w, ...ratioOf(k), overall: k.rate / w.rate, control: aa };
   results.push(result);
   console.log(
     `${name.padEnd(22)} kv ${f(k.rate).padStart(7)}/s p50 ${ms3(k.p50)} p99 ${ms3(k.p99)}   raw ${f(w.rate).padStart(7)}/s p50 ${ms3(w.p50)} p99 ${ms3(w.p99)}   kv/raw ${result.ratio.toFixed(2)} (median of rounds ${result.spread[0].toFixed(2)}-${result.spread[1].toFixed(2)}; all rounds ${result.overall.toFixed(2)})`,

@@ -16,7 +16,13 @@ import { execFileSync } from 'node:child_process';
 import { existsSync, mkdtempSync, readdirSync, readFileSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { dirname, join, posix } from 'node:path';
-import { expectedMeta, publicPackages, relativeLinks, repositoryUrl } from './package-meta.mjs';
+import {
+  expectedMeta,
+  publicPackages,
+  relativeLinks,
+  repositoryUrl,
+  workspacePackages,
+} from './package-meta.mjs';
 
 const root = new URL('..', import.meta.url).pathname;
 const bin = (name) => join(root, 'node_modules', '.bin', name);
@@ -149,15 +155,7 @@ function shipsTypes(from, name) {
 {
   const config = JSON.parse(readFileSync(join(root, '.changeset', 'config.json'), 'utf8'));
   const ignored = new Set(config.ignore ?? []);
-  const known = new Set(
-    readdirSync(join(root, 'packages')).flatMap((dir) => {
-      try {
-        return [JSON.parse(readFileSync(join(root, 'packages', dir, 'package.json'), 'utf8')).name];
-      } catch {
-        return [];
-      }
-    }),
-  );
+  const known = new Set(workspacePackages().map(({ pkg }) => pkg.name));
   const problems = [];
   for (const file of readdirSync(join(root, '.changeset')).filter(
     (f) => f.endsWith('.md') && f !== 'README.md',

@@ -18,8 +18,8 @@ export function repositoryUrl() {
   return `https://github.com/${match[1]}`;
 }
 
-/** Public packages: { dir, path, pkg }. */
-export function publicPackages() {
+/** Every package of the workspace, private ones too: { dir, path, pkg }. */
+export function workspacePackages() {
   const out = [];
   for (const dir of readdirSync(join(root, 'packages')).sort()) {
     const path = join(root, 'packages', dir);
@@ -29,9 +29,14 @@ export function publicPackages() {
     } catch {
       continue;
     }
-    if (!pkg.private) out.push({ dir, path, pkg });
+    out.push({ dir, path, pkg });
   }
   return out;
+}
+
+/** Public packages: { dir, path, pkg }. */
+export function publicPackages() {
+  return workspacePackages().filter(({ pkg }) => !pkg.private);
 }
 
 /** The metadata fields a package should have. */

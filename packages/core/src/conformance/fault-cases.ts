@@ -683,14 +683,21 @@ export async function withFaultStores(
   }
 }
 
-/** Retries `fn` until it resolves or `ms` pass (a server coming back); rethrows the last error. */
-export async function retry<T>(fn: () => Promise<T>, ms: number): Promise<T> {
+/**
+ * Retries `fn` until it resolves or `ms` pass (a server coming back); rethrows the last error, and
+ * at once any error `retryOn` does not accept.
+ */
+export async function retry<T>(
+  fn: () => Promise<T>,
+  ms: number,
+  retryOn: (error: unknown) => boolean = () => true,
+): Promise<T> {
   const until = performance.now() + ms;
   for (;;) {
     try {
       return await fn();
     } catch (error) {
-      if (performance.now() > until) throw error;
+      if (!retryOn(error) || performance.now() > until) throw error;
       await sleep(200);
     }
   }

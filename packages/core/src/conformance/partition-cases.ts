@@ -41,17 +41,12 @@ async function withLinks(t: TestEnv, body: (opened: Opened) => Promise<void>): P
   };
   // Opening a store makes a call, which may meet an election (one a healed member forced, say) and
   // fail with UnavailableError, as any call may: the case opens again, as a user's program would.
-  const opening = async (open: () => Promise<Store>): Promise<Store> => {
-    const until = performance.now() + 30_000 * t.settings.timeScale;
-    for (;;) {
-      try {
-        return keep(await open());
-      } catch (error) {
-        if (!UnavailableError.isInstance(error) || performance.now() > until) throw error;
-        await new Promise((resolve) => setTimeout(resolve, 200));
-      }
-    }
-  };
+  const opening = (open: () => Promise<Store>): Promise<Store> =>
+    retry(
+      async () => keep(await open()),
+      30_000 * t.settings.timeScale,
+      (error) => UnavailableError.isInstance(error),
+    );
   const opened: Opened = {
     cluster,
     on: (member) => opening(() => cluster.openOn(member, t.prefix)),
