@@ -8,10 +8,12 @@ import {
   GRPCUnavailableError,
   type IDuplexStream,
   type IOptions,
+  type IRangeRequest,
   type IWatchRequest,
   type IWatchResponse,
 } from 'etcd3';
 import type { EtcdSettings } from './etcd-config.js';
+import { decodeRangeReply, type RangeReply } from './range-reply.js';
 
 /*
  * How the etcd3 client is set up, and the few places where its internals are
@@ -31,6 +33,10 @@ import type { EtcdSettings } from './etcd-config.js';
  *   server name (SNI), which TLS forbids and Node warns about (DEP0123). Such
  *   a host gets a placeholder server name and a check of the server's
  *   certificate against the IP itself, so the check is as strict as before.
+ * - Store reads (`get`, `list`) send etcd3's Range request through its pool
+ *   (same hosts, policies, auth and call options) but decode the reply with
+ *   kv's own decoder (range-reply.ts): etcd3's KV service clients get one
+ *   more method, `kvRangePairs`, that differs from `range` only there.
  */
 
 type Policy = NonNullable<NonNullable<IOptions['faultHandling']>['global']>;
@@ -110,10 +116,12 @@ interface HostInternals {
   channelCredentials: unknown;
   channelOptions: ChannelOptions;
   getServiceClient(name: 'Auth'): GrpcServiceClient;
+  getServiceClient(name: 'KV'): object;
 }
 interface PoolInternals {
   hosts: HostInternals[];
   authenticator: unknown;
+  exec<T>(service: 'KV', method: typeof RANGE_PAIRS, request: IRangeRequest, options?: object): Promise<T>;
   withConnection<T>(
     service: 'Watch',
     fn: (args: { resource: unknown; client: unknown; metadata: GrpcMetadata }) => T,
@@ -138,7 +146,8 @@ function poolOf(client: Etcd3): PoolInternals {
     !Array.isArray(pool.hosts) ||
     !('authenticator' in pool) ||
     typeof pool.withConnection !== 'function' ||
-    typeof pool.markFailed !== 'function'
+    typeof pool.markFailed !== 'function' ||
+    typeof pool.exec !== 'function'
   ) {
     throw new Error('@kv/backend-etcd: unexpected etcd3 internals (this package needs etcd3 1.1.2)');
   }
@@ -276,7 +285,82 @@ export function createClient(settings: EtcdSettings): Etcd3 {
     }
   }
   pool.authenticator = new Authenticator(pool, settings);
+  addRangePairs(pool);
   return client;
+}
+
+/** The KV service clients' method behind `rangePairs`. */
+const RANGE_PAIRS = 'kvRangePairs';
+
+interface UnaryMethod {
+  readonly path: string;
+  readonly requestSerialize: (request: unknown) => Buffer;
+}
+type UnaryCallback = (error: Error | null, reply?: RangeReply) => void;
+interface ServiceClientClass {
+  readonly service?: { readonly Range?: UnaryMethod };
+}
+interface KVServicePrototype {
+  [RANGE_PAIRS]?: unknown;
+  makeUnaryRequest?: unknown;
+  constructor: ServiceClientClass;
+}
+
+/**
+ * Gives etcd3's generated KV service client class a method that sends Range as its `range` does
+ * and decodes the reply with decodeRangeReply. Every host's KV client is of that class (generated
+ * once, when etcd3 loads), so the method is added once per process.
+ */
+function addRangePairs(pool: PoolInternals): void {
+  const host = pool.hosts[0];
+  if (!host) return;
+  const prototype = Object.getPrototypeOf(host.getServiceClient('KV')) as KVServicePrototype;
+  if (typeof prototype[RANGE_PAIRS] === 'function') return;
+  const range = prototype.constructor.service?.Range;
+  if (
+    range?.path !== '/etcdserverpb.KV/Range' ||
+    typeof range.requestSerialize !== 'function' ||
+    typeof prototype.makeUnaryRequest !== 'function'
+  ) {
+    throw new Error('@kv/backend-etcd: unexpected etcd3 internals (this package needs etcd3 1.1.2)');
+  }
+  Object.defineProperty(prototype, RANGE_PAIRS, {
+    value: function rangePairs(
+      this: {
+        makeUnaryRequest(
+          path: string,
+          serialize: UnaryMethod['requestSerialize'],
+          deserialize: (reply: Buffer) => RangeReply,
+          request: IRangeRequest,
+          metadata: unknown,
+          options: object,
+          callback: UnaryCallback,
+        ): unknown;
+      },
+      request: IRangeRequest,
+      metadata: unknown,
+      options: object,
+      callback: UnaryCallback,
+    ) {
+      return this.makeUnaryRequest(
+        range.path,
+        range.requestSerialize,
+        decodeRangeReply,
+        request,
+        metadata,
+        options,
+        callback,
+      );
+    },
+  });
+}
+
+/**
+ * etcd's Range through etcd3's pool (its hosts, fault policies, auth and call options, as
+ * `client.kv.range`), with the reply decoded straight into pairs (see range-reply.ts).
+ */
+export function rangePairs(client: Etcd3, request: IRangeRequest, options?: object): Promise<RangeReply> {
+  return poolOf(client).exec<RangeReply>('KV', RANGE_PAIRS, request, options);
 }
 
 /**

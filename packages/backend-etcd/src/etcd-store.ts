@@ -19,7 +19,7 @@ import {
   stripPrefix,
 } from '@kv/core';
 import { type Etcd3, EtcdLeaseInvalidError, type IKeyValue, type IRangeRequest } from 'etcd3';
-import { createClient, KV_BOUNDED } from './etcd-client.js';
+import { createClient, KV_BOUNDED, rangePairs } from './etcd-client.js';
 import { DEFAULT_MAX_REQUEST_BYTES, type EtcdSettings, REQUEST_OVERHEAD } from './etcd-config.js';
 import { isPermanent, mapEtcdError, typedError } from './etcd-errors.js';
 import {
@@ -160,12 +160,13 @@ export class EtcdContractStore extends BaseStore {
   }
 
   protected async _get(key: string, options: PrimitiveReadOptions): Promise<RawPair | null> {
-    const response = await this.client.kv.range(
+    const reply = await rangePairs(
+      this.client,
       { key: keyBytes(key), ...this.readMode(options.consistent) },
       this.boundedCall,
     );
-    const kv = response.kvs[0];
-    return kv ? (rawPair(kv, key) ?? null) : null;
+    const pair = reply.pairs[0];
+    return pair?.key === key ? pair : null;
   }
 
   protected override async _exists(key: string, options: PrimitiveReadOptions): Promise<boolean> {
@@ -194,11 +195,16 @@ export class EtcdContractStore extends BaseStore {
   }
 
   protected async _list(dir: string, options: PrimitiveReadOptions): Promise<RawPair[]> {
-    const response = await this.client.kv.range(
+    const { pairs } = await rangePairs(
+      this.client,
       { ...dirRange(dir), ...this.readMode(options.consistent) },
       this.boundedCall,
     );
-    return this.rawPairs(response.kvs);
+    // Keys another client wrote that no store may show (`a//b`, control characters) are left out.
+    let shown = 0;
+    for (const pair of pairs) if (isStoreKey(pair.key)) pairs[shown++] = pair;
+    pairs.length = shown;
+    return pairs;
   }
 
   protected async _deleteTree(dir: string, _signal: AbortSignal): Promise<void> {
