@@ -6,13 +6,14 @@ import { privateRedis, text } from './helpers.js';
 // A private server: the test counts the commands it ran, and kills it at the end.
 const { server, skip } = await privateRedis('the get batching tests');
 
-/** How many times the server ran each of `commands` so far (INFO commandstats). */
-async function calls(...commands: string[]): Promise<number[]> {
+/** How many times the server ran GET and MGET so far (INFO commandstats). */
+async function calls(): Promise<{ get: number; mget: number }> {
   const [info] = await (server as NonNullable<typeof server>).command(['INFO', 'commandstats']);
-  return commands.map((command) => {
+  const count = (command: string) => {
     const match = new RegExp(`cmdstat_${command}:calls=(\\d+)`).exec(info ?? '');
     return match ? Number(match[1]) : 0;
-  });
+  };
+  return { get: count('get'), mget: count('mget') };
 }
 
 describe.skipIf(skip !== false)('redis: gets in flight together are read by one MGET', () => {
@@ -34,9 +35,9 @@ describe.skipIf(skip !== false)('redis: gets in flight together are read by one 
       ...Array.from({ length: 2_000 }, (_, i) => `b/${i}`),
       ...Array.from({ length: 500 }, (_, i) => `b/${(i * 7) % 1_500}`),
     ];
-    const [getsBefore, mgetsBefore] = await calls('get', 'mget');
+    const before = await calls();
     const pairs = await Promise.all(keys.map((key) => store.tryGet(key)));
-    const [getsAfter, mgetsAfter] = await calls('get', 'mget');
+    const after = await calls();
     pairs.forEach((pair, i) => {
       const key = keys[i] as string;
       const n = Number(key.slice(2));
@@ -49,14 +50,14 @@ describe.skipIf(skip !== false)('redis: gets in flight together are read by one 
       expect(pair?.lastIndex, key).toBe(versions.get(key));
     });
     // At most 1 000 keys to an MGET: 1 000, 1 000 and 500.
-    expect(mgetsAfter - mgetsBefore).toBe(3);
-    expect(getsAfter - getsBefore).toBe(0);
+    expect(after.mget - before.mget).toBe(3);
+    expect(after.get - before.get).toBe(0);
 
-    const [lone] = await calls('get');
+    const lone = (await calls()).get;
     expect(text((await store.get('b/42'))?.value ?? new Uint8Array())).toBe('value 42');
     expect(await store.tryGet('b/1999')).toBeNull();
-    const [loneAfter] = await calls('get');
-    expect((loneAfter as number) - (lone as number)).toBe(2);
+    const loneAfter = (await calls()).get;
+    expect(loneAfter - lone).toBe(2);
   });
 
   it('a server that dies with an MGET unanswered fails every get of it with a KVError, long before the deadline', async () => {
