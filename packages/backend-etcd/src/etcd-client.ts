@@ -33,7 +33,7 @@ import { decodeRangeReply, type RangeReply } from './range-reply.js';
  *   server name (SNI), which TLS forbids and Node warns about (DEP0123). Such
  *   a host gets a placeholder server name and a check of the server's
  *   certificate against the IP itself, so the check is as strict as before.
- * - Store reads (`get`, `list`) send etcd3's Range request through its pool
+ * - Store reads (`get`, `list`, watches' reads) send etcd3's Range request through its pool
  *   (same hosts, policies, auth and call options) but decode the reply with
  *   kv's own decoder (range-reply.ts): etcd3's KV service clients get one
  *   more method, `kvRangePairs`, that differs from `range` only there.

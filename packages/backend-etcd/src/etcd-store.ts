@@ -18,7 +18,7 @@ import {
   type RawTreeUpdate,
   stripPrefix,
 } from '@kv/core';
-import { type Etcd3, EtcdLeaseInvalidError, type IKeyValue, type IRangeRequest } from 'etcd3';
+import { type Etcd3, EtcdLeaseInvalidError, type IRangeRequest } from 'etcd3';
 import { createClient, KV_BOUNDED, rangePairs } from './etcd-client.js';
 import { DEFAULT_MAX_REQUEST_BYTES, type EtcdSettings, REQUEST_OVERHEAD } from './etcd-config.js';
 import { isPermanent, mapEtcdError, typedError } from './etcd-errors.js';
@@ -35,6 +35,7 @@ import {
 } from './etcd-keys.js';
 import { EtcdLocks } from './etcd-lock.js';
 import { LeaseKeeper } from './leases.js';
+import type { RangeReply } from './range-reply.js';
 import { markOf, type ServerMark, WatchCursor, type WatchHost } from './watch-cursor.js';
 
 export const ETCD_CAPABILITIES: Capabilities = Object.freeze({
@@ -367,20 +368,20 @@ export class EtcdContractStore extends BaseStore {
   // ---- watches ----
 
   private async readKey(key: string): Promise<{ pair: RawPair | null; revision: number; mark: ServerMark }> {
-    const response = await this.client.kv.range({ key: keyBytes(key) });
-    const kv = response.kvs[0];
-    const mark = markOf(response.header);
-    return { pair: kv ? (rawPair(kv, key) ?? null) : null, revision: mark.revision, mark };
+    const reply = await rangePairs(this.client, { key: keyBytes(key) });
+    const pair = reply.pairs[0];
+    const mark = markOfReply(reply);
+    return { pair: pair?.key === key ? pair : null, revision: mark.revision, mark };
   }
 
   private async readTree(range: {
     key: Buffer;
     range_end: Buffer;
   }): Promise<{ pairs: Map<string, RawPair>; revision: number; mark: ServerMark }> {
-    const response = await this.client.kv.range({ ...range });
+    const reply = await rangePairs(this.client, { ...range });
     const pairs = new Map<string, RawPair>();
-    for (const pair of this.rawPairs(response.kvs)) pairs.set(pair.key, pair);
-    const mark = markOf(response.header);
+    for (const pair of reply.pairs) if (isStoreKey(pair.key)) pairs.set(pair.key, pair);
+    const mark = markOfReply(reply);
     return { pairs, revision: mark.revision, mark };
   }
 
@@ -522,13 +523,9 @@ export class EtcdContractStore extends BaseStore {
   protected userKey(full: string): string {
     return stripPrefix(this.prefix, full);
   }
+}
 
-  private rawPairs(kvs: IKeyValue[]): RawPair[] {
-    const pairs: RawPair[] = [];
-    for (const kv of kvs) {
-      const key = decodeKey(kv.key);
-      if (isStoreKey(key)) pairs.push(rawPair(kv, key) as RawPair);
-    }
-    return pairs;
-  }
+/** The server mark a Range reply's header carries (a copy: a mark outlives its reply). */
+function markOfReply(reply: RangeReply): ServerMark {
+  return { revision: reply.revision, clusterId: reply.clusterId, raftTerm: reply.raftTerm };
 }

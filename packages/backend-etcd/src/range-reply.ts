@@ -19,6 +19,10 @@ import type { RawPair } from '@kv/core';
 export interface RangeReply {
   /** The store's revision when the range was read (header.revision). */
   readonly revision: number;
+  /** The header's cluster id, a uint64 in decimal ('0' when missing, as etcd3 reads it). */
+  readonly clusterId: string;
+  /** The header's raft term. */
+  readonly raftTerm: number;
   /** The key-values in key order; those whose key is not UTF-8 are left out. */
   readonly pairs: RawPair[];
   /** The number of keys in the range (count). */
@@ -49,6 +53,19 @@ class Reader {
       result += (byte & 0x7f) * scale;
       if (byte < 0x80) return result;
       scale *= 128;
+    }
+    throw new Error('etcd range reply: varint longer than 10 bytes');
+  }
+
+  /** A varint as the decimal text of its exact unsigned 64-bit value. */
+  varintText(): string {
+    const buf = this.buf;
+    let result = 0n;
+    for (let i = 0; i < 10; i++) {
+      if (this.pos >= this.end) throw new Error('etcd range reply: truncated varint');
+      const byte = buf[this.pos++] as number;
+      result |= BigInt(byte & 0x7f) << BigInt(7 * i);
+      if (byte < 0x80) return BigInt.asUintN(64, result).toString();
     }
     throw new Error('etcd range reply: varint longer than 10 bytes');
   }
@@ -121,22 +138,30 @@ function keyValue(r: Reader, end: number): RawPair | undefined {
   return key === undefined ? undefined : { key, value, lastIndex };
 }
 
-function headerRevision(r: Reader, end: number): number {
-  let revision = 0;
+interface Header {
+  revision: number;
+  clusterId: string;
+  raftTerm: number;
+}
+
+function header(r: Reader, end: number): Header {
+  const out: Header = { revision: 0, clusterId: '0', raftTerm: 0 };
   while (r.pos < end) {
     const tag = r.varint();
-    if (tag === 24 /* field 3, varint */) revision = r.varint();
+    if (tag === 8 /* field 1 (cluster_id), varint */) out.clusterId = r.varintText();
+    else if (tag === 24 /* field 3 (revision), varint */) out.revision = r.varint();
+    else if (tag === 32 /* field 4 (raft_term), varint */) out.raftTerm = r.varint();
     else r.skip(tag & 7);
   }
   if (r.pos !== end) throw new Error('etcd range reply: the header runs past its end');
-  return revision;
+  return out;
 }
 
 /** Decodes a serialized etcdserverpb.RangeResponse (gRPC's response deserializer). */
 export function decodeRangeReply(buf: Buffer): RangeReply {
   const r = new Reader(buf, 0, buf.length);
   const pairs: RawPair[] = [];
-  let revision = 0;
+  let head: Header = { revision: 0, clusterId: '0', raftTerm: 0 };
   let count = 0;
   while (r.pos < r.end) {
     const tag = r.varint();
@@ -145,12 +170,12 @@ export function decodeRangeReply(buf: Buffer): RangeReply {
       const pair = keyValue(r, end);
       if (pair) pairs.push(pair);
     } else if (tag === 10 /* field 1 (header), length-delimited */) {
-      revision = headerRevision(r, r.lengthEnd());
+      head = header(r, r.lengthEnd());
     } else if (tag === 32 /* field 4 (count), varint */) {
       count = r.varint();
     } else {
       r.skip(tag & 7);
     }
   }
-  return { revision, pairs, count };
+  return { ...head, pairs, count };
 }

@@ -3,14 +3,16 @@ import { dirname, join } from 'node:path';
 import { describe, expect, it } from 'vitest';
 import { decodeRangeReply } from '../src/range-reply.js';
 
-// The reference encoder: etcd3's own protobuf definitions, loaded as etcd3 loads them.
+interface RangeMethod {
+  responseSerialize(message: unknown): Buffer;
+  responseDeserialize(bytes: Buffer): { header: { cluster_id: string } };
+}
+
+// The reference encoder and decoder: etcd3's own protobuf definitions, loaded as etcd3 loads them.
 const require = createRequire(import.meta.url);
 const etcd3Main = require.resolve('etcd3');
 const protoLoader = createRequire(etcd3Main)('@grpc/proto-loader') as {
-  loadSync(
-    file: string,
-    options: object,
-  ): Record<string, Record<string, { responseSerialize(v: unknown): Buffer }>>;
+  loadSync(file: string, options: object): Record<string, Record<string, RangeMethod>>;
 };
 const definition = protoLoader.loadSync(join(dirname(etcd3Main), '..', 'proto', 'rpc.proto'), {
   keepCase: true,
@@ -19,10 +21,8 @@ const definition = protoLoader.loadSync(join(dirname(etcd3Main), '..', 'proto', 
   defaults: true,
   oneofs: true,
 });
-const encodeRangeResponse = (message: unknown): Buffer =>
-  (
-    definition['etcdserverpb.KV'] as Record<string, { responseSerialize(v: unknown): Buffer }>
-  ).Range?.responseSerialize(message) as Buffer;
+const rangeMethod = definition['etcdserverpb.KV']?.Range as RangeMethod;
+const encodeRangeResponse = (message: unknown): Buffer => rangeMethod.responseSerialize(message);
 
 interface Kv {
   key: Buffer;
@@ -59,7 +59,7 @@ const utf8 = (bytes: Buffer): string | undefined => {
 };
 
 describe('etcd Range replies decoded into pairs', () => {
-  it('match etcd3 protobuf encoding on 400 random replies: UTF-8 keys kept, others left out, values byte for byte, versions exact up to 2^53', () => {
+  it("match etcd3 protobuf encoding on 400 random replies: UTF-8 keys kept, others left out, values byte for byte, versions exact up to 2^53, the header's cluster id exact to 64 bits", () => {
     for (let seed = 1; seed <= 400; seed++) {
       const g = generator(seed);
       const kvs: Kv[] = Array.from({ length: g.int(12) }, () => {
@@ -80,14 +80,17 @@ describe('etcd Range replies decoded into pairs', () => {
           lease: big ? '9223372036854775807' : String(g.int(2) === 0 ? 0 : 1 + g.int(1e12)),
         };
       });
+      const clusterId = (BigInt(g.int(2 ** 32)) << 32n) | BigInt(g.int(2 ** 32));
       const header = {
-        cluster_id: '14841639068965178418',
+        cluster_id: seed === 1 ? '18446744073709551615' : clusterId.toString(),
         member_id: String(g.int(1e9)),
         revision: String(1 + g.int(2 ** 40)),
         raft_term: String(g.int(100)),
       };
       const count = String(kvs.length + g.int(5));
-      const reply = decodeRangeReply(encodeRangeResponse({ header, kvs, more: g.int(2) === 1, count }));
+      const encoded = encodeRangeResponse({ header, kvs, more: g.int(2) === 1, count });
+      const reply = decodeRangeReply(encoded);
+      const etcd3Header = rangeMethod.responseDeserialize(encoded).header;
       const expected = kvs
         .map((kv) => ({
           key: utf8(kv.key),
@@ -96,6 +99,10 @@ describe('etcd Range replies decoded into pairs', () => {
         }))
         .filter((pair) => pair.key !== undefined);
       expect(reply.revision, `seed ${seed}`).toBe(Number(header.revision));
+      // The cluster id exactly, as etcd3 reads it: watches compare it with their events' headers.
+      expect(reply.clusterId, `seed ${seed}`).toBe(header.cluster_id);
+      expect(reply.clusterId, `seed ${seed}`).toBe(etcd3Header.cluster_id);
+      expect(reply.raftTerm, `seed ${seed}`).toBe(Number(header.raft_term));
       expect(reply.count, `seed ${seed}`).toBe(Number(count));
       expect(
         reply.pairs.map((p) => ({ key: p.key, value: new Uint8Array(p.value), lastIndex: p.lastIndex })),
@@ -120,6 +127,8 @@ describe('etcd Range replies decoded into pairs', () => {
     const extraKv = Buffer.concat([Buffer.from([0x12, kv.length]), kv]);
     const reply = decodeRangeReply(Buffer.concat([unknown, known, extraKv, unknown]));
     expect(reply.revision).toBe(7);
+    // A header without a cluster id reads as etcd3 reads it (protobuf's default, '0').
+    expect(reply.clusterId).toBe('0');
     expect(reply.pairs.map((p) => [p.key, Buffer.from(p.value).toString(), p.lastIndex])).toEqual([
       ['a', 'v', 5],
       ['b', '', 9],
