@@ -10,7 +10,8 @@ import type { ICompare, IKeyValue } from 'etcd3';
  * key may hold: lock waiters live at `<lock key>\u0001lock/<lease id hex>`.
  */
 
-const decoder = new TextDecoder('utf-8', { fatal: true });
+// ignoreBOM: a key that starts with U+FEFF keeps it (by default a decoder drops a leading BOM).
+const decoder = new TextDecoder('utf-8', { fatal: true, ignoreBOM: true });
 const EMPTY = new Uint8Array(0);
 const ZERO = Buffer.from([0]);
 /** An empty value (lock waiter keys hold nothing). */

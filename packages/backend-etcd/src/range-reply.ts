@@ -30,7 +30,8 @@ export interface RangeReply {
 }
 
 const EMPTY: Uint8Array = new Uint8Array(0);
-const strict = new TextDecoder('utf-8', { fatal: true });
+// ignoreBOM: a key that starts with U+FEFF keeps it (by default a decoder drops a leading BOM).
+const strict = new TextDecoder('utf-8', { fatal: true, ignoreBOM: true });
 
 class Reader {
   pos: number;

@@ -3,7 +3,8 @@ import pc from 'picocolors';
 
 type Colors = ReturnType<typeof pc.createColors>;
 
-const utf8 = new TextDecoder('utf-8', { fatal: true });
+// ignoreBOM: a value's text is all of its bytes; a leading U+FEFF is kept, not read as a byte-order mark.
+const utf8 = new TextDecoder('utf-8', { fatal: true, ignoreBOM: true });
 
 /** The UTF-8 text of a value, or `undefined` when the bytes are not valid UTF-8. */
 export function textOf(value: Uint8Array): string | undefined {

@@ -38,6 +38,10 @@ describe.concurrent('kv get / put / rm / ls / exists on SQLite', () => {
     expect(JSON.parse(empty.out)).toMatchObject({ key: 'blobs/empty', value: '', base64: '' });
     const json = JSON.parse((await kv(['--json', 'get', 'blobs/r'], { url })).out);
     expect(Buffer.from(json.base64, 'base64').equals(bytes)).toBe(true);
+    // A value's text keeps a leading U+FEFF (a decoder would drop it as a byte-order mark by default).
+    expect((await kv(['put', 'blobs/bom', '\uFEFFtext'], { url })).status).toBe(0);
+    const bom = JSON.parse((await kv(['--json', 'get', 'blobs/bom'], { url })).out);
+    expect(bom.value).toBe('\uFEFFtext');
     expect(json.value).toBeUndefined(); // not UTF-8: no text form
   });
 
