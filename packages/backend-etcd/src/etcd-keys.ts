@@ -12,7 +12,8 @@ import type { ICompare, IKeyValue } from 'etcd3';
 
 // ignoreBOM: a key that starts with U+FEFF keeps it (by default a decoder drops a leading BOM).
 const decoder = new TextDecoder('utf-8', { fatal: true, ignoreBOM: true });
-const EMPTY = new Uint8Array(0);
+/** The value of a key that holds nothing. */
+export const NO_VALUE: Uint8Array = new Uint8Array(0);
 const ZERO = Buffer.from([0]);
 /** An empty value (lock waiter keys hold nothing). */
 export const NO_BYTES = Buffer.alloc(0);
@@ -36,7 +37,7 @@ export function decodeKey(key: Buffer): string | undefined {
 
 /** A plain Uint8Array view of a Buffer (no copy). */
 export function bytesOf(buffer: Buffer | undefined | null): Uint8Array {
-  if (!buffer || buffer.byteLength === 0) return EMPTY;
+  if (!buffer || buffer.byteLength === 0) return NO_VALUE;
   return new Uint8Array(buffer.buffer, buffer.byteOffset, buffer.byteLength);
 }
 

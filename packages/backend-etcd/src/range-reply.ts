@@ -1,4 +1,5 @@
 import type { RawPair } from '@kv/core';
+import { decodeKey, NO_VALUE } from './etcd-keys.js';
 
 /*
  * etcd's RangeResponse, decoded straight from the protobuf wire format into the pairs a Store read
@@ -28,10 +29,6 @@ export interface RangeReply {
   /** The number of keys in the range (count). */
   readonly count: number;
 }
-
-const EMPTY: Uint8Array = new Uint8Array(0);
-// ignoreBOM: a key that starts with U+FEFF keeps it (by default a decoder drops a leading BOM).
-const strict = new TextDecoder('utf-8', { fatal: true, ignoreBOM: true });
 
 class Reader {
   pos: number;
@@ -104,18 +101,13 @@ class Reader {
 function utf8(buf: Buffer, start: number, end: number): string | undefined {
   const text = buf.toString('utf8', start, end);
   // toString replaces malformed sequences with U+FFFD; a key holding one is checked strictly.
-  if (!text.includes('\uFFFD')) return text;
-  try {
-    return strict.decode(buf.subarray(start, end));
-  } catch {
-    return undefined;
-  }
+  return text.includes('\uFFFD') ? decodeKey(buf.subarray(start, end)) : text;
 }
 
 function keyValue(r: Reader, end: number): RawPair | undefined {
   const buf = r.buf;
   let key: string | undefined;
-  let value = EMPTY;
+  let value = NO_VALUE;
   let lastIndex = 0;
   while (r.pos < end) {
     const tag = r.varint();
