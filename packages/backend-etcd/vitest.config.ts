@@ -1,4 +1,5 @@
 import { defineConfig } from 'vitest/config';
+import { reporters } from '../../scripts/vitest-reporters.mjs';
 
 export default defineConfig({
   test: {
@@ -8,6 +9,6 @@ export default defineConfig({
     hookTimeout: 120_000,
     // Files share the etcd of the global setup; one at a time keeps the two cores calm.
     fileParallelism: false,
-    reporters: ['default', ['json', { outputFile: '.vitest-report.json' }]],
+    reporters,
   },
 });

@@ -1,4 +1,5 @@
 import { defineConfig } from 'vitest/config';
+import { reporters } from '../../scripts/vitest-reporters.mjs';
 
 export default defineConfig({
   test: {
@@ -7,6 +8,6 @@ export default defineConfig({
     hookTimeout: 120_000,
     // Servers are real processes: keep the 2-core machines calm.
     maxWorkers: 2,
-    reporters: ['default', ['json', { outputFile: '.vitest-report.json' }]],
+    reporters,
   },
 });
