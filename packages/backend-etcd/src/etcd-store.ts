@@ -35,7 +35,6 @@ import {
 } from './etcd-keys.js';
 import { EtcdLocks } from './etcd-lock.js';
 import { LeaseKeeper } from './leases.js';
-import type { RangeReply } from './range-reply.js';
 import { markOf, type ServerMark, WatchCursor, type WatchHost } from './watch-cursor.js';
 
 export const ETCD_CAPABILITIES: Capabilities = Object.freeze({
@@ -367,22 +366,20 @@ export class EtcdContractStore extends BaseStore {
 
   // ---- watches ----
 
-  private async readKey(key: string): Promise<{ pair: RawPair | null; revision: number; mark: ServerMark }> {
+  private async readKey(key: string): Promise<{ pair: RawPair | null; mark: ServerMark }> {
     const reply = await rangePairs(this.client, { key: keyBytes(key) });
     const pair = reply.pairs[0];
-    const mark = markOfReply(reply);
-    return { pair: pair?.key === key ? pair : null, revision: mark.revision, mark };
+    return { pair: pair?.key === key ? pair : null, mark: reply.header };
   }
 
   private async readTree(range: {
     key: Buffer;
     range_end: Buffer;
-  }): Promise<{ pairs: Map<string, RawPair>; revision: number; mark: ServerMark }> {
+  }): Promise<{ pairs: Map<string, RawPair>; mark: ServerMark }> {
     const reply = await rangePairs(this.client, { ...range });
     const pairs = new Map<string, RawPair>();
     for (const pair of reply.pairs) if (isStoreKey(pair.key)) pairs.set(pair.key, pair);
-    const mark = markOfReply(reply);
-    return { pairs, revision: mark.revision, mark };
+    return { pairs, mark: reply.header };
   }
 
   /**
@@ -417,7 +414,7 @@ export class EtcdContractStore extends BaseStore {
     const cursor = new WatchCursor(
       this.watchHost,
       { key: keyBytes(key) },
-      first.revision + 1,
+      first.mark.revision + 1,
       signal,
       first.mark,
     );
@@ -427,7 +424,7 @@ export class EtcdContractStore extends BaseStore {
         if (item.type !== 'events') {
           const now = await this.reread(() => this.readKey(key), signal);
           yield now.pair;
-          cursor.reset(now.revision + 1, now.mark);
+          cursor.reset(now.mark.revision + 1, now.mark);
           continue;
         }
         for (const event of item.events) {
@@ -447,7 +444,7 @@ export class EtcdContractStore extends BaseStore {
     const range = dirRange(dir);
     const first = await this.reread(() => this.readTree(range), signal);
     yield { type: 'listing', pairs: [...first.pairs.values()] };
-    const cursor = new WatchCursor(this.watchHost, range, first.revision + 1, signal, first.mark);
+    const cursor = new WatchCursor(this.watchHost, range, first.mark.revision + 1, signal, first.mark);
     try {
       for (;;) {
         const item = await cursor.next();
@@ -455,7 +452,7 @@ export class EtcdContractStore extends BaseStore {
           // Compacted, or the server's history was replaced (restore): re-read and yield the current state.
           const now = await this.reread(() => this.readTree(range), signal);
           yield { type: 'listing', pairs: [...now.pairs.values()] };
-          cursor.reset(now.revision + 1, now.mark);
+          cursor.reset(now.mark.revision + 1, now.mark);
           continue;
         }
         const changes: RawTreeChange[] = [];
@@ -523,9 +520,4 @@ export class EtcdContractStore extends BaseStore {
   protected userKey(full: string): string {
     return stripPrefix(this.prefix, full);
   }
-}
-
-/** The server mark a Range reply's header carries (a copy: a mark outlives its reply). */
-function markOfReply(reply: RangeReply): ServerMark {
-  return { revision: reply.revision, clusterId: reply.clusterId, raftTerm: reply.raftTerm };
 }

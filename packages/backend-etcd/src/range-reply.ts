@@ -1,5 +1,6 @@
 import type { RawPair } from '@kv/core';
 import { decodeKey, NO_VALUE } from './etcd-keys.js';
+import type { ServerMark } from './watch-cursor.js';
 
 /*
  * etcd's RangeResponse, decoded straight from the protobuf wire format into the pairs a Store read
@@ -18,12 +19,12 @@ import { decodeKey, NO_VALUE } from './etcd-keys.js';
 
 /** A Range reply as Store reads use it. */
 export interface RangeReply {
-  /** The store's revision when the range was read (header.revision). */
-  readonly revision: number;
-  /** The header's cluster id, a uint64 in decimal ('0' when missing, as etcd3 reads it). */
-  readonly clusterId: string;
-  /** The header's raft term. */
-  readonly raftTerm: number;
+  /**
+   * The reply's header: the store's revision when the range was read, the cluster id (a uint64 in
+   * decimal, '0' when missing, as etcd3 reads it) and the raft term. Its own object, so a watch can
+   * keep it as its mark without keeping the pairs.
+   */
+  readonly header: ServerMark;
   /** The key-values in key order; those whose key is not UTF-8 are left out. */
   readonly pairs: RawPair[];
   /** The number of keys in the range (count). */
@@ -131,14 +132,8 @@ function keyValue(r: Reader, end: number): RawPair | undefined {
   return key === undefined ? undefined : { key, value, lastIndex };
 }
 
-interface Header {
-  revision: number;
-  clusterId: string;
-  raftTerm: number;
-}
-
-function header(r: Reader, end: number): Header {
-  const out: Header = { revision: 0, clusterId: '0', raftTerm: 0 };
+function header(r: Reader, end: number): ServerMark {
+  const out = { revision: 0, clusterId: '0', raftTerm: 0 };
   while (r.pos < end) {
     const tag = r.varint();
     if (tag === 8 /* field 1 (cluster_id), varint */) out.clusterId = r.varintText();
@@ -154,7 +149,7 @@ function header(r: Reader, end: number): Header {
 export function decodeRangeReply(buf: Buffer): RangeReply {
   const r = new Reader(buf, 0, buf.length);
   const pairs: RawPair[] = [];
-  let head: Header = { revision: 0, clusterId: '0', raftTerm: 0 };
+  let head: ServerMark = { revision: 0, clusterId: '0', raftTerm: 0 };
   let count = 0;
   while (r.pos < r.end) {
     const tag = r.varint();
@@ -170,5 +165,5 @@ export function decodeRangeReply(buf: Buffer): RangeReply {
       r.skip(tag & 7);
     }
   }
-  return { ...head, pairs, count };
+  return { header: head, pairs, count };
 }

@@ -99,11 +99,11 @@ describe('etcd Range replies decoded into pairs', () => {
           lastIndex: Number(kv.mod_revision),
         }))
         .filter((pair) => pair.key !== undefined);
-      expect(reply.revision, `seed ${seed}`).toBe(Number(header.revision));
+      expect(reply.header.revision, `seed ${seed}`).toBe(Number(header.revision));
       // The cluster id exactly, as etcd3 reads it: watches compare it with their events' headers.
-      expect(reply.clusterId, `seed ${seed}`).toBe(header.cluster_id);
-      expect(reply.clusterId, `seed ${seed}`).toBe(etcd3Header.cluster_id);
-      expect(reply.raftTerm, `seed ${seed}`).toBe(Number(header.raft_term));
+      expect(reply.header.clusterId, `seed ${seed}`).toBe(header.cluster_id);
+      expect(reply.header.clusterId, `seed ${seed}`).toBe(etcd3Header.cluster_id);
+      expect(reply.header.raftTerm, `seed ${seed}`).toBe(Number(header.raft_term));
       expect(reply.count, `seed ${seed}`).toBe(Number(count));
       expect(
         reply.pairs.map((p) => ({ key: p.key, value: new Uint8Array(p.value), lastIndex: p.lastIndex })),
@@ -127,9 +127,9 @@ describe('etcd Range replies decoded into pairs', () => {
     const kv = Buffer.concat([Buffer.from([0x0a, 1, 0x62]), unknown, Buffer.from([0x18, 9])]);
     const extraKv = Buffer.concat([Buffer.from([0x12, kv.length]), kv]);
     const reply = decodeRangeReply(Buffer.concat([unknown, known, extraKv, unknown]));
-    expect(reply.revision).toBe(7);
+    expect(reply.header.revision).toBe(7);
     // A header without a cluster id reads as etcd3 reads it (protobuf's default, '0').
-    expect(reply.clusterId).toBe('0');
+    expect(reply.header.clusterId).toBe('0');
     expect(reply.pairs.map((p) => [p.key, Buffer.from(p.value).toString(), p.lastIndex])).toEqual([
       ['a', 'v', 5],
       ['b', '', 9],
