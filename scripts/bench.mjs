@@ -39,6 +39,7 @@ const fromPackage = async (backend, name) =>
   import(pathToFileURL(createRequire(join(packageDir(backend), 'package.json')).resolve(name)).href);
 const backendModule = (backend) => pathToFileURL(join(packageDir(backend), 'dist', 'index.js')).href;
 const now = () => performance.now();
+const endpointOf = (url) => new URL(url).host;
 const value = 'x'.repeat(100);
 const valueBytes = Buffer.from(value);
 
@@ -684,7 +685,11 @@ async function benchBackend(backend) {
     }
     stopServers = () => servers.stopStartedServers();
     const [endpoint] = server.endpoints;
-    url = `${backend}://${endpoint}/kvbench`;
+    // Each side keeps to its own space the way its client does it: etcd3's namespace is a key
+    // prefix, as a kv store's prefix is; node-redis has no namespace and the raw side puts
+    // `rawbench:` in front of its keys (not of its index entries), which is what kv's Redis
+    // `namespace` does. (A kv prefix would lengthen every key and index entry kv stores and reads.)
+    url = backend === 'redis' ? `redis://${endpoint}?namespace=kvbench` : `${backend}://${endpoint}/kvbench`;
     raw = backend === 'redis' ? await rawRedis(endpoint) : await rawEtcd(endpoint);
   }
   const store = await createStore(url);
@@ -694,7 +699,7 @@ async function benchBackend(backend) {
       `\n== ${backend}: kv vs ${{ sqlite: 'better-sqlite3', redis: 'node-redis', etcd: 'etcd3' }[backend]}, 100-byte values, ${rounds} rounds of ${roundMs / 1000} s ==`,
     );
     await kvCalls(backend, store, raw);
-    if (backend === 'redis') await keyvFigures(url.slice('redis://'.length).split('/')[0], store);
+    if (backend === 'redis') await keyvFigures(endpointOf(url), store);
     await listFigure(backend, store, raw, 10_000);
     await lockFigure(backend, store, raw);
     await watchFigure(backend, url, store);

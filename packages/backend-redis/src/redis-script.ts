@@ -323,9 +323,9 @@ export function parseChange(buf: Buffer): Change | undefined {
 
 /**
  * The pair a key's data string holds (`<version>:<owner>:<value bytes>`, as the script writes it),
- * with a copy of its value; undefined when it is not in that form.
+ * with a copy of its value (made by `copy`: see byte-slabs.ts); undefined when it is not in that form.
  */
-export function parseData(key: string, buf: Buffer): RawPair | undefined {
+export function parseData(key: string, buf: Buffer, copy = copyBytes): RawPair | undefined {
   const n = buf.length;
   let lastIndex = 0;
   let i = 0;
@@ -338,5 +338,5 @@ export function parseData(key: string, buf: Buffer): RawPair | undefined {
   let end = i + 1;
   while (end < n && buf[end] !== 58 /* : */) end++;
   if (i === 0 || end >= n) return undefined;
-  return { key, value: copyBytes(buf, end + 1), lastIndex };
+  return { key, value: copy(buf, end + 1), lastIndex };
 }

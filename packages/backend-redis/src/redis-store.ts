@@ -27,6 +27,7 @@ import {
   UnavailableError,
 } from '@kv/core';
 import { createClient, ErrorReply, RESP_TYPES } from 'redis';
+import { copyBytes, copyLater, copyNow } from './byte-slabs.js';
 import { type RedisOptions, type RedisSettings, redisSettings } from './redis-config.js';
 import { type Feed, type FeedItem, Hub, type HubHost, keyInterest, treeInterest } from './redis-hub.js';
 import { type Change, INLINE_LIMIT, parseData, SCRIPT, SCRIPT_SHA } from './redis-script.js';
@@ -391,9 +392,9 @@ export class RedisStore extends BaseStore {
   }
 
   /** The pair a key's data string holds; null for no data. */
-  private pairOf(key: string, data: Buffer | null | undefined): RawPair | null {
+  private pairOf(key: string, data: Buffer | null | undefined, copy = copyBytes): RawPair | null {
     if (data === null || data === undefined) return null;
-    const pair = parseData(key, data);
+    const pair = parseData(key, data, copy);
     if (!pair) {
       throw new UnavailableError(
         `redis ${this.settings.host}:${this.settings.port}: ${this.dataKey(key)} does not hold kv data`,
@@ -488,12 +489,16 @@ export class RedisStore extends BaseStore {
       for (let i = 0; i < keys.length; i++) args[i + 2] = n.dataPrefix + keys[i];
       const data = await this.command<(Buffer | null)[]>(args, signal, bounded);
       if (data[0] === null || data[0] === undefined || num(data[0]) !== seq) return undefined;
-      for (let i = 0; i < keys.length; i++) {
-        const key = keys[i] as string;
-        const pair = this.pairOf(key, data[i + 1]);
-        if (pair) pairs.push(pair);
-        else if (chunk > 0) return undefined;
-        else stale.push(key);
+      try {
+        for (let i = 0; i < keys.length; i++) {
+          const key = keys[i] as string;
+          const pair = this.pairOf(key, data[i + 1], copyLater);
+          if (pair) pairs.push(pair);
+          else if (chunk > 0) return undefined;
+          else stale.push(key);
+        }
+      } finally {
+        copyNow();
       }
       if (keys.length < LIST_CHUNK) break;
       low = `(${keys[keys.length - 1]}`;

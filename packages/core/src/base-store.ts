@@ -51,16 +51,22 @@ export interface PrimitiveWriteOptions {
   readonly keepAlive: boolean;
 }
 
-// biome-ignore lint/suspicious/noControlCharactersInRegex: user keys never hold control characters, helper keys always do
-const HELPER = /[\u0000-\u001f\u007f]/;
-
 /**
  * Backends mark their helper keys (lock waiters, side keys) with a control
  * character, which no user key may hold; the base class hides such keys from
  * every listing and tree watch.
  */
 export function isHelperKey(fullKey: string): boolean {
-  return HELPER.test(fullKey);
+  return hasControlFrom(fullKey, 0);
+}
+
+/** Whether `key` holds a control character (U+0000-U+001F, U+007F) at or after index `from`. */
+function hasControlFrom(key: string, from: number): boolean {
+  for (let i = from; i < key.length; i++) {
+    const c = key.charCodeAt(i);
+    if (c < 32 || c === 127) return true;
+  }
+  return false;
 }
 
 export const DEFAULT_TIMEOUT = 5_000;
@@ -506,16 +512,24 @@ export abstract class BaseStore implements Store {
 
   /** Filters helper keys and anything not strictly below `dir`, strips the prefix, sorts (when a backend's order was not already the listing's). */
   protected toListing(dir: string, raw: readonly RawPair[]): KVPair[] {
-    const pairs: KVPair[] = [];
+    // One pass, sized once. `dir` and the prefix are normalised (no control characters), so a key
+    // below `dir` is a helper key only if the part after `dir/` holds one.
+    const pairs: KVPair[] = new Array(raw.length);
+    const cut = this.prefix === '' ? 0 : this.prefix.length + 1;
+    const below = dir === '' ? 0 : dir.length + 1;
+    let count = 0;
+    let previous = '';
     let sorted = true;
-    for (const pair of raw) {
-      if (!isBelow(dir, pair.key) || isHelperKey(pair.key)) continue;
-      const next = this.toPair(pair);
-      if (sorted && pairs.length > 0 && compareKeys((pairs[pairs.length - 1] as KVPair).key, next.key) > 0) {
-        sorted = false;
-      }
-      pairs.push(next);
+    for (let i = 0; i < raw.length; i++) {
+      const pair = raw[i] as RawPair;
+      const full = pair.key;
+      if (!isBelow(dir, full) || hasControlFrom(full, below)) continue;
+      const key = full.slice(cut);
+      if (sorted && key < previous) sorted = false;
+      previous = key;
+      pairs[count++] = { key, value: pair.value, lastIndex: pair.lastIndex };
     }
+    pairs.length = count;
     return sorted ? pairs : pairs.sort((a, b) => compareKeys(a.key, b.key));
   }
 

@@ -74,3 +74,53 @@ describe('BaseStore CAS errors', () => {
     }
   });
 });
+
+/** A backend whose listing source hands back whatever it holds near the directory, in any order. */
+class LooseListing extends MemoryStore {
+  raw: RawPair[] = [];
+  protected override async _list(): Promise<RawPair[]> {
+    return this.raw;
+  }
+}
+
+describe('BaseStore listings', () => {
+  const bytes = new Uint8Array([1]);
+  // Full storage keys around directory `d` (prefix `p` where there is one): below it, beside it
+  // (`dd`, `d0`), the directory itself, helper keys (a control character anywhere below it), and
+  // keys whose UTF-16 order differs from their code point order (U+FFFD after a surrogate pair).
+  const below = [
+    'd/b',
+    'd/a',
+    'd/a/x',
+    'd/\uFFFD',
+    'd/\u{1F600}',
+    'd/c/\u007Fz',
+    'd/\u0001lock/1',
+    'd/a\u0000',
+  ];
+  const around = ['d', 'dd/x', 'd0', 'c/d/x', 'e'];
+
+  for (const prefix of ['', 'p', 'p/q']) {
+    it(`keep what is strictly below the directory, hide helper keys, strip the prefix and sort (prefix "${prefix}")`, async () => {
+      const store = new LooseListing({ prefix });
+      const full = (key: string) => (prefix === '' ? key : `${prefix}/${key}`);
+      let seq = 0;
+      store.raw = [...below, ...around].map((key) => ({ key: full(key), value: bytes, lastIndex: ++seq }));
+      const listing = await store.list('d');
+      // UTF-16 order: the surrogate pair (U+D83D U+DE00) before U+FFFD.
+      expect(listing.map((pair) => pair.key)).toEqual(['d/a', 'd/a/x', 'd/b', 'd/\u{1F600}', 'd/\uFFFD']);
+      expect(listing.find((pair) => pair.key === 'd/a')?.lastIndex).toBe(2);
+      // Already in order: handed back as is, with the helper keys still dropped.
+      store.raw = ['d/a', 'd/\u0001x', 'd/b', 'd/c'].map((key, i) => ({
+        key: full(key),
+        value: bytes,
+        lastIndex: i,
+      }));
+      expect((await store.list('d')).map((pair) => pair.key)).toEqual(['d/a', 'd/b', 'd/c']);
+      // The root of the store: everything but helper keys.
+      store.raw = ['b', 'a/\u0002', 'a'].map((key, i) => ({ key: full(key), value: bytes, lastIndex: i }));
+      expect((await store.list('')).map((pair) => pair.key)).toEqual(['a', 'b']);
+      await store.close();
+    });
+  }
+});
