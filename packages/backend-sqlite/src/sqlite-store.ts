@@ -61,6 +61,12 @@ interface ChangeRow {
   value: Buffer | null;
 }
 
+/** The change log's newest row as this transaction left it: its sequence and the bytes logged up to it. */
+interface LogTail {
+  seq: number;
+  total: number;
+}
+
 /** Process-wide: stores open on the same file wake each other at once after a commit. */
 const neighbours = new Map<string, Set<SqliteStore>>();
 
@@ -108,7 +114,7 @@ export class SqliteStore extends BaseStore {
   private dataVersion = 0;
   private logged = false;
   /** The log's newest row as the running write transaction left it (read at its first change). */
-  private tail: { seq: number; total: number } | undefined;
+  private tail: LogTail | undefined;
   /** The log's oldest row when this store last looked, and the bytes logged before it (see `trimLog`). */
   private oldest: { seq: number; before: number } | undefined;
   private readonly stmt: ReturnType<SqliteStore['prepare']>;
@@ -199,6 +205,18 @@ export class SqliteStore extends BaseStore {
       // The statements of every write take positional parameters: cheaper to bind than an object's.
       current: db.prepare<[string, number], { version: number }>(
         'SELECT version FROM kv WHERE key = ? AND (expires_at IS NULL OR expires_at > ?)',
+      ),
+      /** A compare-and-swap's write: changes nothing unless the live row has the expected version. */
+      swap: db.prepare<[Buffer, number, number | null, string | null, string, number, number]>(
+        `UPDATE kv SET value = ?, version = ?, expires_at = ?, owner = ?
+         WHERE key = ? AND version = ? AND (expires_at IS NULL OR expires_at > ?)`,
+      ),
+      /** A create-only write: changes nothing when a live row is there (an expired one is replaced). */
+      create: db.prepare<[string, Buffer, number, number | null, string | null, number]>(
+        `INSERT INTO kv (key, value, version, expires_at, owner) VALUES (?, ?, ?, ?, ?)
+         ON CONFLICT (key) DO UPDATE SET value = excluded.value, version = excluded.version,
+           expires_at = excluded.expires_at, owner = excluded.owner
+         WHERE kv.expires_at IS NOT NULL AND kv.expires_at <= ?`,
       ),
       upsert: db.prepare<[string, Buffer, number, number | null, string | null]>(
         `INSERT INTO kv (key, value, version, expires_at, owner) VALUES (?, ?, ?, ?, ?)
@@ -313,16 +331,8 @@ export class SqliteStore extends BaseStore {
    * log's last.
    */
   private logChange(key: string, value: Buffer | null): number {
-    if (this.tail === undefined) {
-      // The transaction holds the write lock: the newest row stays the newest until it commits.
-      this.tail = this.stmt.newest.get() ?? {
-        // An empty log (a new file): start above every version there is.
-        seq: this.stmt.maxVersion.get()?.n ?? 0,
-        total: 0,
-      };
-    }
-    const seq = this.tail.seq + 1;
-    const total = this.tail.total + logRowSize(key, value);
+    const seq = this.nextSeq();
+    const total = (this.tail as LogTail).total + logRowSize(key, value);
     this.stmt.log.run(seq, key, value, total);
     this.tail = { seq, total };
     this.logged = true;
@@ -342,6 +352,19 @@ export class SqliteStore extends BaseStore {
    * Trims go in batches (rows: up to 256, an eighth of the bound; bytes: a
    * sixteenth of the bound more), so most writes trim nothing.
    */
+  /** The sequence the next change of this transaction gets (see logChange). */
+  private nextSeq(): number {
+    if (this.tail === undefined) {
+      // The transaction holds the write lock: the newest row stays the newest until it commits.
+      this.tail = this.stmt.newest.get() ?? {
+        // An empty log (a new file): start above every version there is.
+        seq: this.stmt.maxVersion.get()?.n ?? 0,
+        total: 0,
+      };
+    }
+    return this.tail.seq + 1;
+  }
+
   private trimLog(): void {
     const tail = this.tail ?? this.stmt.newest.get();
     if (tail === undefined) return;
@@ -493,16 +516,23 @@ export class SqliteStore extends BaseStore {
     previousIndex: number | null,
     options: PrimitiveWriteOptions,
   ): Promise<RawPair> {
+    const buffer = Buffer.from(value.buffer, value.byteOffset, value.byteLength);
+    const owner = options.keepAlive ? this.id : null;
     const row = this.write((now) => {
-      const current = this.stmt.current.get(key, now);
-      if (previousIndex === null) {
-        if (current) throw new KeyExistsError(this.userKey(key));
-      } else {
-        if (!current) throw new KeyNotFoundError(this.userKey(key));
-        if (current.version !== previousIndex) throw new KeyModifiedError(this.userKey(key));
-      }
+      // The conditional write itself is the check (one statement); the row is read only to say why it failed.
+      const version = this.nextSeq();
       const expires = options.ttl === undefined ? null : now + options.ttl;
-      return this.putRow(key, value, expires, options.keepAlive ? this.id : null);
+      const written =
+        previousIndex === null
+          ? this.stmt.create.run(key, buffer, version, expires, owner, now).changes
+          : this.stmt.swap.run(buffer, version, expires, owner, key, previousIndex, now).changes;
+      if (written === 0) {
+        if (previousIndex === null) throw new KeyExistsError(this.userKey(key));
+        if (!this.stmt.current.get(key, now)) throw new KeyNotFoundError(this.userKey(key));
+        throw new KeyModifiedError(this.userKey(key));
+      }
+      this.logChange(key, buffer);
+      return { key, value: buffer, version };
     });
     this.trackKeepAlive(key, options.ttl, options.keepAlive);
     return toRaw(row);
