@@ -474,6 +474,11 @@ export class EtcdContractStore extends BaseStore {
 
   /** Resolves when `key` is deleted at `fromRevision` or later. */
   private async waitForDelete(key: Buffer, fromRevision: number, signal: AbortSignal): Promise<void> {
+    // Opened from the event loop's next turn: a lock released before then (a short critical
+    // section) never opens a watch stream, and a later one misses nothing, since the watch starts
+    // at `fromRevision` whenever it opens (a compacted start re-reads the key).
+    await new Promise<void>((resolve) => setImmediate(resolve));
+    if (signal.aborted) return;
     const cursor = new WatchCursor(this.watchHost, { key, filters: ['Noput'] }, fromRevision, signal);
     try {
       for (;;) {

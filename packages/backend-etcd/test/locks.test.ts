@@ -146,6 +146,38 @@ describe.skipIf(etcd.skip !== false)('etcd locks: the concurrency recipe', () =>
     await lock.unlock();
   });
 
+  it('a lock released in the turn it was acquired in opens no watch stream; a lock held longer watches its key from its acquisition on', async () => {
+    // Watch streams this store opens, counted where etcd3 hands a call its connection (as `pnpm bench` counts requests).
+    const pool = (a.client as unknown as { pool: { withConnection: (...args: unknown[]) => unknown } }).pool;
+    expect(typeof pool.withConnection).toBe('function');
+    const original = pool.withConnection;
+    let watches = 0;
+    pool.withConnection = function (this: unknown, ...args: unknown[]) {
+      if (args[0] === 'Watch') watches++;
+      return original.apply(this, args);
+    };
+    try {
+      const lock = a.newLock('short-section', { ttl: 10_000 });
+      for (let i = 0; i < 5; i++) {
+        await lock.lock();
+        await lock.unlock();
+      }
+      expect(watches).toBe(0);
+      // Held across turns: its watch opens (one stream), and a delete of its waiter key is heard.
+      const lease = await lock.lock();
+      const deleting = waiters(a, 'short-section').then(([waiter]) =>
+        a.client.delete().key(waiter?.key as string),
+      );
+      const reason = await within(lostReason(lease.lost), 5_000, 'lost');
+      expect(LockLostError.isInstance(reason)).toBe(true);
+      await deleting;
+      expect(watches).toBe(1);
+      await lock.unlock();
+    } finally {
+      pool.withConnection = original;
+    }
+  });
+
   it('a holder whose lease is revoked by someone else learns at once', async () => {
     const lock = a.newLock('revoked', { ttl: 10_000 });
     const lease = await lock.lock();
