@@ -9,6 +9,8 @@
  * a single `set` (bytes between them included, outside every view) when the run ends or at
  * `copyNow`: one copy per slab instead of one per value. Its views read right only after
  * `copyNow`, which the caller runs before it hands any of them out, with no `await` in between.
+ * The bytes between neighbours (reply framing, the next data string's version and owner) sit in
+ * the slab outside every view; a value's `.buffer` shows its slab, as with Node's Buffer pool.
  */
 const SLAB_SIZE = 16 * 1024;
 const SLAB_MAX = 2 * 1024;

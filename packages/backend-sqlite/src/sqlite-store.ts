@@ -211,7 +211,10 @@ export class SqliteStore extends BaseStore {
         `UPDATE kv SET value = ?, version = ?, expires_at = ?, owner = ?
          WHERE key = ? AND version = ? AND (expires_at IS NULL OR expires_at > ?)`,
       ),
-      /** A create-only write: changes nothing when a live row is there (an expired one is replaced). */
+      /**
+       * A create-only write: changes nothing when a live row is there. (An expired row is replaced;
+       * every write transaction deletes expired rows first, so this only guards that order.)
+       */
       create: db.prepare<[string, Buffer, number, number | null, string | null, number]>(
         `INSERT INTO kv (key, value, version, expires_at, owner) VALUES (?, ?, ?, ?, ?)
          ON CONFLICT (key) DO UPDATE SET value = excluded.value, version = excluded.version,
@@ -339,19 +342,6 @@ export class SqliteStore extends BaseStore {
     return seq;
   }
 
-  /**
-   * Keeps the change log within `changeLogSize` rows and `changeLogBytes`
-   * bytes, whichever is smaller, by the database's own sequence: run in every
-   * write transaction of every store, so the bound holds however short-lived
-   * the stores are. The oldest rows go first and the newest row always stays,
-   * so a watcher can tell it fell behind (the oldest row is past the one it
-   * needs) and re-reads. The log's bytes are the newest row's running total
-   * less the total before the oldest row. The oldest row is remembered: other
-   * stores only ever trim it away, so the remembered one gives an upper bound
-   * of both rows and bytes, and the log is read only when that bound is over.
-   * Trims go in batches (rows: up to 256, an eighth of the bound; bytes: a
-   * sixteenth of the bound more), so most writes trim nothing.
-   */
   /** The sequence the next change of this transaction gets (see logChange). */
   private nextSeq(): number {
     if (this.tail === undefined) {
@@ -365,6 +355,19 @@ export class SqliteStore extends BaseStore {
     return this.tail.seq + 1;
   }
 
+  /**
+   * Keeps the change log within `changeLogSize` rows and `changeLogBytes`
+   * bytes, whichever is smaller, by the database's own sequence: run in every
+   * write transaction of every store, so the bound holds however short-lived
+   * the stores are. The oldest rows go first and the newest row always stays,
+   * so a watcher can tell it fell behind (the oldest row is past the one it
+   * needs) and re-reads. The log's bytes are the newest row's running total
+   * less the total before the oldest row. The oldest row is remembered: other
+   * stores only ever trim it away, so the remembered one gives an upper bound
+   * of both rows and bytes, and the log is read only when that bound is over.
+   * Trims go in batches (rows: up to 256, an eighth of the bound; bytes: a
+   * sixteenth of the bound more), so most writes trim nothing.
+   */
   private trimLog(): void {
     const tail = this.tail ?? this.stmt.newest.get();
     if (tail === undefined) return;

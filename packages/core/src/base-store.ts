@@ -515,19 +515,17 @@ export abstract class BaseStore implements Store {
     // One pass, sized once. `dir` and the prefix are normalised (no control characters), so a key
     // below `dir` is a helper key only if the part after `dir/` holds one.
     const pairs: KVPair[] = new Array(raw.length);
-    const cut = this.prefix === '' ? 0 : this.prefix.length + 1;
     const below = dir === '' ? 0 : dir.length + 1;
     let count = 0;
     let previous = '';
     let sorted = true;
     for (let i = 0; i < raw.length; i++) {
       const pair = raw[i] as RawPair;
-      const full = pair.key;
-      if (!isBelow(dir, full) || hasControlFrom(full, below)) continue;
-      const key = full.slice(cut);
-      if (sorted && key < previous) sorted = false;
-      previous = key;
-      pairs[count++] = { key, value: pair.value, lastIndex: pair.lastIndex };
+      if (!isBelow(dir, pair.key) || hasControlFrom(pair.key, below)) continue;
+      const next = this.toPair(pair);
+      if (sorted && next.key < previous) sorted = false;
+      previous = next.key;
+      pairs[count++] = next;
     }
     pairs.length = count;
     return sorted ? pairs : pairs.sort((a, b) => compareKeys(a.key, b.key));
