@@ -35,7 +35,7 @@ export function copyBytes(src: Buffer, start: number): Uint8Array {
   const length = src.length - start;
   if (length > SLAB_MAX) return ownCopy(src, start);
   const out = reserve(length);
-  src.copy(slab, used - ((length + 7) & ~7), start);
+  src.copy(slab, out.byteOffset, start);
   return out;
 }
 

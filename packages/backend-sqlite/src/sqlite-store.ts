@@ -82,6 +82,11 @@ function isMemoryPath(path: string): boolean {
   return path === ':memory:' || path.startsWith('file::memory:');
 }
 
+/** A value's bytes as a Buffer (a view, no copy), the form better-sqlite3 binds as a BLOB. */
+function blobOf(value: Uint8Array): Buffer {
+  return Buffer.from(value.buffer, value.byteOffset, value.byteLength);
+}
+
 function toRaw(row: Row): RawPair {
   return {
     key: row.key,
@@ -408,7 +413,7 @@ export class SqliteStore extends BaseStore {
   }
 
   private putRow(key: string, value: Uint8Array, expires: number | null, owner: string | null): Row {
-    const buffer = Buffer.from(value.buffer, value.byteOffset, value.byteLength);
+    const buffer = blobOf(value);
     const version = this.logChange(key, buffer);
     this.stmt.upsert.run(key, buffer, version, expires, owner);
     return { key, value: buffer, version };
@@ -519,7 +524,7 @@ export class SqliteStore extends BaseStore {
     previousIndex: number | null,
     options: PrimitiveWriteOptions,
   ): Promise<RawPair> {
-    const buffer = Buffer.from(value.buffer, value.byteOffset, value.byteLength);
+    const buffer = blobOf(value);
     const owner = options.keepAlive ? this.id : null;
     const row = this.write((now) => {
       // The conditional write itself is the check (one statement); the row is read only to say why it failed.
