@@ -7,6 +7,7 @@ import {
   abortError,
   BaseStore,
   type Capabilities,
+  ClosedError,
   InvalidArgumentError,
   KeyExistsError,
   KeyModifiedError,
@@ -66,6 +67,21 @@ interface LogTail {
   seq: number;
   total: number;
 }
+
+/** A write waiting for its group's transaction (see `SqliteStore.grouped`). */
+interface QueuedWrite {
+  readonly fn: (now: number) => unknown;
+  /** The call's signal: aborted when the call timed out or the store closed, and then not applied. */
+  readonly signal: AbortSignal;
+  readonly resolve: (value: unknown) => void;
+  readonly reject: (error: unknown) => void;
+}
+
+/** An error of a write's own checks: thrown before the write changed anything (see `grouped`). */
+const isCheckFailure = (error: unknown) =>
+  KeyExistsError.isInstance(error) ||
+  KeyNotFoundError.isInstance(error) ||
+  KeyModifiedError.isInstance(error);
 
 /** Process-wide: stores open on the same file wake each other at once after a commit. */
 const neighbours = new Map<string, Set<SqliteStore>>();
@@ -127,6 +143,14 @@ export class SqliteStore extends BaseStore {
   private readonly writeTransaction: Database.Transaction<(fn: (now: number) => unknown) => unknown>;
   /** Wakes the poll as soon as another connection writes the WAL file (the poll stays as a fallback). */
   private walWatcher: FSWatcher | undefined;
+  /** Writes called after the first of this turn of the event loop, committed together (see `grouped`). */
+  private queued: QueuedWrite[] = [];
+  private readonly flushQueued = () => this.commitQueued();
+  /** A write ran in this turn: the next ones are grouped. */
+  private turnHasWrite = false;
+  private readonly endTurn = () => {
+    this.turnHasWrite = false;
+  };
 
   static async open(config: ResolvedConfig & SqliteOptions): Promise<SqliteStore> {
     return new SqliteStore(config);
@@ -312,11 +336,94 @@ export class SqliteStore extends BaseStore {
    * wakes every watcher on this file.
    */
   private write<T>(fn: (now: number) => T): T {
+    if (this.queued.length > 0) this.commitQueued();
     this.logged = false;
     this.tail = undefined;
     const result = this.writeTransaction.immediate(fn) as T;
     if (this.logged) this.afterCommit();
     return result;
+  }
+
+  /**
+   * The first write of a turn of the event loop commits at once, as `write`;
+   * the writes called after it in the same turn (concurrent callers: their
+   * continuations run in one burst of microtasks) are committed together at
+   * its end (group commit): one transaction, one commit and one wake of the
+   * watchers for all of them, and the pages they share (the change log's last
+   * page, a key's neighbours) written once. Each write's outcome is its own:
+   * `fn` may throw a check failure (KeyExists, KeyNotFound, KeyModified) only
+   * before it changed anything, so that write fails and the others commit.
+   * Any other error rolls the group back and each write runs again alone,
+   * so one write's error (a full disk, a value too big) is never another's.
+   * A write whose call already ended (timed out, or the store closed) is
+   * not applied. Reads and the lock's writes commit the queue first, so
+   * this process sees its writes in the order it called them.
+   */
+  private grouped<T>(signal: AbortSignal, fn: (now: number) => T): T | Promise<T> {
+    if (!this.turnHasWrite) {
+      this.turnHasWrite = true;
+      queueMicrotask(this.endTurn);
+      // Commits any writes still queued first: this process's writes commit in the order it called them.
+      return this.write(fn);
+    }
+    return new Promise<T>((resolve, reject) => {
+      if (this.queued.length === 0) queueMicrotask(this.flushQueued);
+      this.queued.push({ fn, signal, resolve: resolve as (value: unknown) => void, reject });
+    });
+  }
+
+  private commitQueued(): void {
+    const queue = this.queued.filter((write) => {
+      if (!write.signal.aborted) return true;
+      write.reject(write.signal.reason);
+      return false;
+    });
+    this.queued = [];
+    if (queue.length === 0) return;
+    if (this.closed || !this.db.open) {
+      for (const write of queue) write.reject(new ClosedError());
+      return;
+    }
+    const alone = (write: QueuedWrite) => {
+      try {
+        write.resolve(this.write(write.fn));
+      } catch (error) {
+        write.reject(error);
+      }
+    };
+    if (queue.length === 1) {
+      alone(queue[0] as QueuedWrite);
+      return;
+    }
+    const outcomes: { ok: boolean; value: unknown }[] = new Array(queue.length);
+    let unexpected = false;
+    try {
+      this.write((now) => {
+        for (let i = 0; i < queue.length; i++) {
+          try {
+            outcomes[i] = { ok: true, value: (queue[i] as QueuedWrite).fn(now) };
+          } catch (error) {
+            if (!isCheckFailure(error)) {
+              unexpected = true;
+              throw error;
+            }
+            outcomes[i] = { ok: false, value: error };
+          }
+        }
+      });
+    } catch (error) {
+      // A write failed in a way that may have changed part of it: the group was rolled back; each runs alone.
+      if (unexpected) for (const write of queue) alone(write);
+      // The transaction itself failed (busy, I/O): nothing was applied, for any of them.
+      else for (const write of queue) write.reject(error);
+      return;
+    }
+    for (let i = 0; i < queue.length; i++) {
+      const outcome = outcomes[i] as { ok: boolean; value: unknown };
+      const write = queue[i] as QueuedWrite;
+      if (outcome.ok) write.resolve(outcome.value);
+      else write.reject(outcome.value);
+    }
   }
 
   private writeBody(fn: (now: number) => unknown): unknown {
@@ -476,39 +583,42 @@ export class SqliteStore extends BaseStore {
   // ---- primitives ----
 
   protected async _get(key: string, _options: PrimitiveReadOptions): Promise<RawPair | null> {
+    if (this.queued.length > 0) this.commitQueued();
     const row = this.stmt.get.get({ key, now: Date.now() });
     return row ? toRaw(row) : null;
   }
 
   protected override async _remainingTtl(key: string): Promise<number | undefined> {
+    if (this.queued.length > 0) this.commitQueued();
     const now = Date.now();
     const at = this.stmt.expiresAt.get({ key, now })?.at;
     return at === undefined || at === null ? undefined : Math.max(1, Math.ceil(at - now));
   }
 
   protected async _put(key: string, value: Uint8Array, options: PrimitiveWriteOptions): Promise<void> {
-    this.write((now) => {
+    await this.grouped(options.signal, (now) => {
       const expires = options.ttl === undefined ? null : now + options.ttl;
       this.putRow(key, value, expires, options.keepAlive ? this.id : null);
     });
     this.trackKeepAlive(key, options.ttl, options.keepAlive);
   }
 
-  protected async _delete(key: string, _signal: AbortSignal): Promise<void> {
-    this.write(() => {
+  protected async _delete(key: string, signal: AbortSignal): Promise<void> {
+    await this.grouped(signal, () => {
       this.deleteRow(key);
     });
     this.keepAlive.delete(key);
   }
 
   protected async _list(dir: string, _options: PrimitiveReadOptions): Promise<RawPair[]> {
+    if (this.queued.length > 0) this.commitQueued();
     const [lo, hi] = rangeOf(dir);
     return this.stmt.list.all({ lo, hi, now: Date.now() }).map(toRaw);
   }
 
-  protected async _deleteTree(dir: string, _signal: AbortSignal): Promise<void> {
+  protected async _deleteTree(dir: string, signal: AbortSignal): Promise<void> {
     const [lo, hi] = rangeOf(dir);
-    this.write(() => {
+    await this.grouped(signal, () => {
       this.deleteRow(dir);
       const keys = this.stmt.keysInRange.all(lo, hi);
       if (keys.length > 0) this.stmt.deleteRange.run(lo, hi);
@@ -526,7 +636,7 @@ export class SqliteStore extends BaseStore {
   ): Promise<RawPair> {
     const buffer = blobOf(value);
     const owner = options.keepAlive ? this.id : null;
-    const row = this.write((now) => {
+    const row = await this.grouped(options.signal, (now) => {
       // The conditional write itself is the check (one statement); the row is read only to say why it failed.
       const version = this.nextSeq();
       const expires = options.ttl === undefined ? null : now + options.ttl;
@@ -546,8 +656,8 @@ export class SqliteStore extends BaseStore {
     return toRaw(row);
   }
 
-  protected async _atomicDelete(key: string, previousIndex: number, _signal: AbortSignal): Promise<void> {
-    this.write((now) => {
+  protected async _atomicDelete(key: string, previousIndex: number, signal: AbortSignal): Promise<void> {
+    await this.grouped(signal, (now) => {
       const current = this.stmt.current.get(key, now);
       if (!current) throw new KeyNotFoundError(this.userKey(key));
       if (current.version !== previousIndex) throw new KeyModifiedError(this.userKey(key));
