@@ -44,19 +44,20 @@ describe('the linearizability workload (runWorkload, expectProgress)', () => {
     let cut = true;
     const stores = await clients('workload-topup', () => cut);
     const history: KVOperation[] = [];
+    // Heals a little after the run's end: a call started just before the end fails too (at most one a client).
     const nemesis = new Promise<void>((resolve) =>
       setTimeout(() => {
         cut = false;
         resolve();
-      }, 300),
+      }, 450),
     );
     const run = await runWorkload(stores, performance.now() + 300, history, nemesis, options);
-    // Every call of the faulty part failed: none finished; the clients went on, healed.
-    expect(run.duringFaults).toBe(0);
+    // The calls of the faulty part failed (a straggler may finish after the heal): too few; the clients went on, healed.
+    expect(run.duringFaults).toBeLessThanOrEqual(LINEARIZABLE_MIN_DURING_FAULTS);
     expect(run.afterHeal).toBeGreaterThan(LINEARIZABLE_MIN_FINISHED);
-    expect(finished(history)).toBe(run.afterHeal);
+    expect(finished(history)).toBe(run.duringFaults + run.afterHeal);
     expect(checkKVHistory(history).ok).toBe(true);
-    // Still not progress: nothing finished while the nemesis ran.
+    // Still not progress: too few finished while the nemesis ran.
     expect(() => expectProgress(run, 'test')).toThrow(/while the nemesis ran/);
     await Promise.all(stores.map((s) => s.close()));
   });
