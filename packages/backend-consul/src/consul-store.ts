@@ -3,6 +3,7 @@ import {
   type AcquireRequest,
   BaseStore,
   backoff,
+  bufferView,
   type Capabilities,
   ClosedError,
   delay,
@@ -109,7 +110,7 @@ function toRaw(entry: ConsulEntry): RawPair {
 }
 
 function b64(value: Uint8Array): string {
-  return Buffer.from(value.buffer, value.byteOffset, value.byteLength).toString('base64');
+  return bufferView(value).toString('base64');
 }
 
 class TxnFailed extends Error {

@@ -1,4 +1,4 @@
-import { normalizeKey, type RawPair } from '@kv/core';
+import { normalizeKey, type RawPair, uint8View } from '@kv/core';
 import type { ICompare, IKeyValue } from 'etcd3';
 
 /*
@@ -22,10 +22,6 @@ export function keyBytes(key: string): Buffer {
   return Buffer.from(key, 'utf8');
 }
 
-export function valueBytes(value: Uint8Array): Buffer {
-  return Buffer.from(value.buffer, value.byteOffset, value.byteLength);
-}
-
 /** A key from the server as text, or undefined when it is not UTF-8. */
 export function decodeKey(key: Buffer): string | undefined {
   try {
@@ -38,7 +34,7 @@ export function decodeKey(key: Buffer): string | undefined {
 /** A plain Uint8Array view of a Buffer (no copy). */
 export function bytesOf(buffer: Buffer | undefined | null): Uint8Array {
   if (!buffer || buffer.byteLength === 0) return NO_VALUE;
-  return new Uint8Array(buffer.buffer, buffer.byteOffset, buffer.byteLength);
+  return uint8View(buffer);
 }
 
 /** The etcd range of everything strictly below `dir` ('' = the whole keyspace). */

@@ -3,6 +3,7 @@ import {
   type AcquireRequest,
   abortError,
   backoff,
+  bufferView,
   delay,
   type KVError,
   LockLostError,
@@ -10,7 +11,7 @@ import {
 } from '@kv/core';
 import type { Etcd3, ICompare, IKeyValue, IRequestOp, IResponseOp } from 'etcd3';
 import { isPermanent } from './etcd-errors.js';
-import { keyBytes, NO_BYTES, num, valueBytes, waiterKey, waiterRange } from './etcd-keys.js';
+import { keyBytes, NO_BYTES, num, waiterKey, waiterRange } from './etcd-keys.js';
 import { keepAliveOnce, type LeaseKeeper } from './leases.js';
 import { markOf, type WatchCursor, type WatchTarget } from './watch-cursor.js';
 
@@ -126,7 +127,7 @@ export class EtcdLocks {
   ): Promise<AcquiredLock | null | 'again'> {
     const waiter = keyBytes(waiterKey(key, lease));
     const lockKey = keyBytes(key);
-    const value = valueBytes(request.value);
+    const value = bufferView(request.value);
     const queue = waiterRange(key);
     /** Takes the lock if no waiter exists; else, with a queue lease, queues (and reads who is before). */
     const holdOrQueue = (queueLease: string | undefined) =>

@@ -4,6 +4,7 @@ import {
   abortError,
   BaseStore,
   backoff,
+  bufferView,
   type Capabilities,
   delay,
   InvalidArgumentError,
@@ -22,17 +23,7 @@ import { type Etcd3, EtcdLeaseInvalidError, type IRangeRequest } from 'etcd3';
 import { createClient, KV_BOUNDED, rangePairs } from './etcd-client.js';
 import { DEFAULT_MAX_REQUEST_BYTES, type EtcdSettings, REQUEST_OVERHEAD } from './etcd-config.js';
 import { isPermanent, mapEtcdError, typedError } from './etcd-errors.js';
-import {
-  absent,
-  decodeKey,
-  dirRange,
-  isStoreKey,
-  keyBytes,
-  num,
-  rawPair,
-  unchanged,
-  valueBytes,
-} from './etcd-keys.js';
+import { absent, decodeKey, dirRange, isStoreKey, keyBytes, num, rawPair, unchanged } from './etcd-keys.js';
 import { EtcdLocks } from './etcd-lock.js';
 import { LeaseKeeper } from './leases.js';
 import { markOf, type ServerMark, WatchCursor, type WatchHost } from './watch-cursor.js';
@@ -184,7 +175,7 @@ export class EtcdContractStore extends BaseStore {
   protected async _put(key: string, value: Uint8Array, options: PrimitiveWriteOptions): Promise<void> {
     await this.withWriteLease(options, (lease) =>
       this.client.kv.put(
-        { key: keyBytes(key), value: valueBytes(value), ...(lease ? { lease } : {}) },
+        { key: keyBytes(key), value: bufferView(value), ...(lease ? { lease } : {}) },
         this.boundedCall,
       ),
     );
@@ -227,7 +218,7 @@ export class EtcdContractStore extends BaseStore {
       const response = await this.client.kv.txn(
         {
           compare: previousIndex === null ? [absent(k)] : unchanged(k, previousIndex),
-          success: [{ request_put: { key: k, value: valueBytes(value), ...(lease ? { lease } : {}) } }],
+          success: [{ request_put: { key: k, value: bufferView(value), ...(lease ? { lease } : {}) } }],
           failure: [{ request_range: { key: k, count_only: true } }],
         },
         this.boundedCall,

@@ -1,4 +1,5 @@
 import {
+  bufferView,
   type CallOptions,
   describeValue,
   InvalidArgumentError,
@@ -15,17 +16,7 @@ import {
 import type { ICompare, IKeyValue, IRequestOp, IResponseOp } from 'etcd3';
 import { type EtcdOptions, settingsOf } from './etcd-config.js';
 import { mapEtcdError } from './etcd-errors.js';
-import {
-  absent,
-  bytesOf,
-  decodeKey,
-  dirRange,
-  isStoreKey,
-  keyBytes,
-  NO_BYTES,
-  num,
-  valueBytes,
-} from './etcd-keys.js';
+import { absent, bytesOf, decodeKey, dirRange, isStoreKey, keyBytes, NO_BYTES, num } from './etcd-keys.js';
 import { EtcdContractStore } from './etcd-store.js';
 import { keepAliveOnce } from './leases.js';
 import {
@@ -149,7 +140,7 @@ export class EtcdStore extends EtcdContractStore {
   }
 
   private bytes(value: Value): Buffer {
-    return valueBytes(this.checkValue(value));
+    return bufferView(this.checkValue(value));
   }
 
   private leaseId(lease: unknown): string {

@@ -1,3 +1,4 @@
+import { bufferView } from '@kv/core';
 /**
  * How user keys map onto etcd v2 nodes. v2 separates directories (which have
  * children) from keys (which have a value), but a kv key may hold a value and
@@ -78,7 +79,7 @@ export function encodeValue(value: Uint8Array): string {
   } catch {
     // not UTF-8
   }
-  return BINARY + Buffer.from(value.buffer, value.byteOffset, value.byteLength).toString('base64');
+  return BINARY + bufferView(value).toString('base64');
 }
 
 export function decodeValue(stored: string | undefined): Uint8Array {

@@ -5,6 +5,7 @@ import {
   AuthenticationError,
   BaseStore,
   backoff,
+  bufferView,
   type Capabilities,
   ClosedError,
   delay,
@@ -92,10 +93,6 @@ function namesOf(settings: RedisSettings): Names {
     expiredChannel: `__keyevent@${settings.db}__:expired`,
     evictedChannel: `__keyevent@${settings.db}__:evicted`,
   };
-}
-
-function bytes(value: Uint8Array): Buffer {
-  return Buffer.from(value.buffer, value.byteOffset, value.byteLength);
 }
 
 function text(value: unknown): string {
@@ -416,7 +413,7 @@ export class RedisStore extends BaseStore {
   protected async _put(key: string, value: Uint8Array, options: PrimitiveWriteOptions): Promise<void> {
     await this.script(
       'put',
-      [key, bytes(value), String(options.ttl ?? 0), this.owner(options)],
+      [key, bufferView(value), String(options.ttl ?? 0), this.owner(options)],
       options.signal,
       true,
     );
@@ -541,7 +538,7 @@ export class RedisStore extends BaseStore {
       'cas',
       [
         key,
-        bytes(value),
+        bufferView(value),
         String(options.ttl ?? 0),
         this.owner(options),
         previousIndex === null ? '' : String(previousIndex),
@@ -875,7 +872,7 @@ export class RedisStore extends BaseStore {
         try {
           reply = await this.script<[number, number]>(
             'lock',
-            [key, token, String(ttl), bytes(value)],
+            [key, token, String(ttl), bufferView(value)],
             signal,
           );
         } catch (error) {
@@ -1002,5 +999,5 @@ function reconnectDelay(retries: number): number {
 }
 
 function tlsBytes(value: string | Uint8Array): string | Buffer {
-  return typeof value === 'string' ? value : bytes(value);
+  return typeof value === 'string' ? value : bufferView(value);
 }

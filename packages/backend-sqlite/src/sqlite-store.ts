@@ -6,6 +6,7 @@ import {
   type AcquireRequest,
   abortError,
   BaseStore,
+  bufferView,
   type Capabilities,
   ClosedError,
   InvalidArgumentError,
@@ -23,6 +24,7 @@ import {
   type RawTreeUpdate,
   type ResolvedConfig,
   UnavailableError,
+  uint8View,
 } from '@kv/core';
 import Database from 'better-sqlite3';
 import { positiveInt, type SqliteOptions } from './sqlite-config.js';
@@ -98,15 +100,10 @@ function isMemoryPath(path: string): boolean {
   return path === ':memory:' || path.startsWith('file::memory:');
 }
 
-/** A value's bytes as a Buffer (a view, no copy), the form better-sqlite3 binds as a BLOB. */
-function blobOf(value: Uint8Array): Buffer {
-  return Buffer.from(value.buffer, value.byteOffset, value.byteLength);
-}
-
 function toRaw(row: Row): RawPair {
   return {
     key: row.key,
-    value: new Uint8Array(row.value.buffer, row.value.byteOffset, row.value.byteLength),
+    value: uint8View(row.value),
     lastIndex: row.version,
   };
 }
@@ -520,7 +517,7 @@ export class SqliteStore extends BaseStore {
   }
 
   private putRow(key: string, value: Uint8Array, expires: number | null, owner: string | null): Row {
-    const buffer = blobOf(value);
+    const buffer = bufferView(value);
     const version = this.logChange(key, buffer);
     this.stmt.upsert.run(key, buffer, version, expires, owner);
     return { key, value: buffer, version };
@@ -634,7 +631,7 @@ export class SqliteStore extends BaseStore {
     previousIndex: number | null,
     options: PrimitiveWriteOptions,
   ): Promise<RawPair> {
-    const buffer = blobOf(value);
+    const buffer = bufferView(value);
     const owner = options.keepAlive ? this.id : null;
     const row = await this.grouped(options.signal, (now) => {
       // The conditional write itself is the check (one statement); the row is read only to say why it failed.

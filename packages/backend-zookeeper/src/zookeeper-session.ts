@@ -1,6 +1,6 @@
 import { EventEmitter } from 'node:events';
 import { createRequire } from 'node:module';
-import { backoff, delay, UnavailableError } from '@kv/core';
+import { backoff, bufferView, delay, UnavailableError } from '@kv/core';
 import { ZkError } from './zookeeper-errors.js';
 
 const require = createRequire(import.meta.url);
@@ -398,14 +398,14 @@ export class ZkSession extends EventEmitter {
    */
   async create(signal: AbortSignal, path: string, data: Uint8Array, flags: number): Promise<string> {
     const created = await this.call<string>(signal, 'create', path, (c, done) =>
-      c.a_create(path, toBuffer(data), flags, done),
+      c.a_create(path, bufferView(data), flags, done),
     );
     if (this.options.auth) await this.setAcl(signal, created, CREATOR_ALL_ACL);
     return created;
   }
 
   set(signal: AbortSignal, path: string, data: Uint8Array, version: number): Promise<NativeStat> {
-    return this.call(signal, 'setData', path, (c, done) => c.a_set(path, toBuffer(data), version, done));
+    return this.call(signal, 'setData', path, (c, done) => c.a_set(path, bufferView(data), version, done));
   }
 
   remove(signal: AbortSignal, path: string, version: number): Promise<void> {
@@ -438,7 +438,3 @@ export const NO_NODE = -101;
 const CREATOR_ALL_ACL = [{ perms: 31, scheme: 'auth', auth: '' }];
 const SESSION_EXPIRED_RC = -112;
 const CLOSING_RC = -116;
-
-function toBuffer(data: Uint8Array): Buffer {
-  return Buffer.isBuffer(data) ? data : Buffer.from(data.buffer, data.byteOffset, data.byteLength);
-}

@@ -1,4 +1,5 @@
 import type { KVPair } from '@kv/core';
+import { bufferView } from '@kv/core';
 import pc from 'picocolors';
 
 type Colors = ReturnType<typeof pc.createColors>;
@@ -16,7 +17,7 @@ export function textOf(value: Uint8Array): string | undefined {
 }
 
 export function base64Of(value: Uint8Array): string {
-  return Buffer.from(value.buffer, value.byteOffset, value.byteLength).toString('base64');
+  return bufferView(value).toString('base64');
 }
 
 /** A pair as a JSON object: `value` when it is UTF-8 text, `base64` always (exact bytes). */

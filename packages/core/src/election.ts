@@ -1,3 +1,4 @@
+import { bufferView } from './bytes.js';
 import { InvalidArgumentError } from './errors.js';
 import { toBytes } from './keys.js';
 import type { CallOptions, Store, Value } from './types.js';
@@ -78,5 +79,5 @@ export async function* observe(
 
 function sameValue(a: Uint8Array | null, b: Uint8Array | null): boolean {
   if (a === null || b === null) return a === b;
-  return Buffer.from(a.buffer, a.byteOffset, a.byteLength).equals(toBytes(b));
+  return bufferView(a).equals(toBytes(b));
 }

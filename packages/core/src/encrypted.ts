@@ -6,6 +6,7 @@ import {
   randomBytes,
   scrypt,
 } from 'node:crypto';
+import { uint8View } from './bytes.js';
 import {
   IntegrityError,
   InvalidArgumentError,
@@ -120,7 +121,7 @@ export class EncryptedStore extends WrappedStore {
       decipher.setAuthTag(tag);
       const head = decipher.update(body);
       const final = decipher.final();
-      if (final.byteLength === 0) return new Uint8Array(head.buffer, head.byteOffset, head.byteLength);
+      if (final.byteLength === 0) return uint8View(head);
       return new Uint8Array(Buffer.concat([head, final]));
     } catch (error) {
       throw new IntegrityError(

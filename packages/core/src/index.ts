@@ -10,6 +10,7 @@ export {
   type PrimitiveWriteOptions,
   type RawPair,
 } from './base-store.js';
+export { bufferView, uint8View } from './bytes.js';
 export { backoff, delay, MAX_TIMER_MS, timeoutSignal } from './call.js';
 export { Channel, type ChannelOptions, DEFAULT_CHANNEL_LIMIT, WATCH_BUFFER_BYTES } from './channel.js';
 export { type Member, members, type RegisterOptions, type Registration, register } from './discovery.js';

@@ -1,4 +1,5 @@
 import { readFileSync } from 'node:fs';
+import { bufferView } from './bytes.js';
 import { InvalidArgumentError } from './errors.js';
 import type { TlsOptions } from './types.js';
 
@@ -18,7 +19,7 @@ const TLS_KEYS = ['ca', 'cert', 'key', 'servername', 'rejectUnauthorized'];
 function pem(value: unknown, what: string): Buffer | undefined {
   if (value === undefined) return undefined;
   if (typeof value === 'string') return Buffer.from(value, 'utf8');
-  if (value instanceof Uint8Array) return Buffer.from(value.buffer, value.byteOffset, value.byteLength);
+  if (value instanceof Uint8Array) return bufferView(value);
   throw new InvalidArgumentError(`tls.${what} must be PEM text or bytes`);
 }
 
