@@ -337,8 +337,23 @@ export class SqliteStore extends BaseStore {
     this.logged = false;
     this.tail = undefined;
     const result = this.writeTransaction.immediate(fn) as T;
-    if (this.logged) this.afterCommit();
+    if (this.logged) {
+      try {
+        this.afterCommit();
+      } catch {
+        // Committed: the write stands. (Only the sweep's scheduling can fail here; the next write or poll redoes it.)
+      }
+    }
     return result;
+  }
+
+  /**
+   * A value's bytes as the write will store them: a view when the write runs
+   * now (the first of its turn), a copy when it waits for its group, since the
+   * caller may reuse its buffer as soon as the call returned.
+   */
+  private blobOf(value: Uint8Array): Buffer {
+    return this.turnHasWrite ? Buffer.from(value) : bufferView(value);
   }
 
   /**
@@ -354,7 +369,10 @@ export class SqliteStore extends BaseStore {
    * so one write's error (a full disk, a value too big) is never another's.
    * A write whose call already ended (timed out, or the store closed) is
    * not applied. Reads and the lock's writes commit the queue first, so
-   * this process sees its writes in the order it called them.
+   * a store sees its own writes in the order they were called (two stores on
+   * one file have a queue each: their writes in one turn may commit in either
+   * order, as any two concurrent calls may). A queued write stores a copy of
+   * its value (`blobOf`).
    */
   private grouped<T>(signal: AbortSignal, fn: (now: number) => T): T | Promise<T> {
     if (!this.turnHasWrite) {
@@ -377,7 +395,7 @@ export class SqliteStore extends BaseStore {
     });
     this.queued = [];
     if (queue.length === 0) return;
-    if (this.closed || !this.db.open) {
+    if (this.closed) {
       for (const write of queue) write.reject(new ClosedError());
       return;
     }
@@ -516,8 +534,7 @@ export class SqliteStore extends BaseStore {
       .immediate();
   }
 
-  private putRow(key: string, value: Uint8Array, expires: number | null, owner: string | null): Row {
-    const buffer = bufferView(value);
+  private putRow(key: string, buffer: Buffer, expires: number | null, owner: string | null): Row {
     const version = this.logChange(key, buffer);
     this.stmt.upsert.run(key, buffer, version, expires, owner);
     return { key, value: buffer, version };
@@ -593,9 +610,10 @@ export class SqliteStore extends BaseStore {
   }
 
   protected async _put(key: string, value: Uint8Array, options: PrimitiveWriteOptions): Promise<void> {
+    const blob = this.blobOf(value);
     await this.grouped(options.signal, (now) => {
       const expires = options.ttl === undefined ? null : now + options.ttl;
-      this.putRow(key, value, expires, options.keepAlive ? this.id : null);
+      this.putRow(key, blob, expires, options.keepAlive ? this.id : null);
     });
     this.trackKeepAlive(key, options.ttl, options.keepAlive);
   }
@@ -631,7 +649,7 @@ export class SqliteStore extends BaseStore {
     previousIndex: number | null,
     options: PrimitiveWriteOptions,
   ): Promise<RawPair> {
-    const buffer = bufferView(value);
+    const buffer = this.blobOf(value);
     const owner = options.keepAlive ? this.id : null;
     const row = await this.grouped(options.signal, (now) => {
       // The conditional write itself is the check (one statement); the row is read only to say why it failed.
@@ -868,7 +886,7 @@ export class SqliteStore extends BaseStore {
           }
           this.stmt.lockSet.run({ key, holder, expires: now + ttl });
           // The fencing token is the sequence of the put that takes the lock: it only grows.
-          const token = this.putRow(key, value, now + ttl, null).version;
+          const token = this.putRow(key, bufferView(value), now + ttl, null).version;
           if (queued) this.stmt.removeWaiter.run({ key, holder });
           queued = false;
           return { token };
