@@ -595,6 +595,13 @@ export abstract class BaseStore implements Store {
     if (typeof previous !== 'object' || previous === null || !Number.isSafeInteger(previous.lastIndex)) {
       throw new InvalidArgumentError('previous must be a KVPair from get, list or atomicPut');
     }
+    // Every backend's versions start at 1. Sent on, 0 could mean "no condition" to a server (etcd v2's
+    // prevIndex) or not parse at all (Consul's unsigned index), and no key can be at it: refused here.
+    if (previous.lastIndex < 1) {
+      throw new InvalidArgumentError(
+        `previous.lastIndex must be a positive integer (a pair from get, list or atomicPut), got ${previous.lastIndex}`,
+      );
+    }
     const key = stripPrefix(this.prefix, full);
     if (typeof previous.key === 'string' && normalizeKey(previous.key, true) !== key) {
       throw new InvalidArgumentError(

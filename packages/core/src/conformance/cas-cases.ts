@@ -1,5 +1,12 @@
 import { expect } from 'vitest';
-import { KeyExistsError, KeyModifiedError, KeyNotFoundError, type KVPair, type Store } from '../index.js';
+import {
+  InvalidArgumentError,
+  KeyExistsError,
+  KeyModifiedError,
+  KeyNotFoundError,
+  type KVPair,
+  type Store,
+} from '../index.js';
 import { type Define, expectKVError, expectPair, keys, text } from './harness.js';
 
 export const CAS_CLIENTS = 8;
@@ -73,6 +80,39 @@ export function casCases(define: Define): void {
       );
       expect(error.code).toBe('KEY_NOT_FOUND');
       expect(await store.exists('gone')).toBe(false);
+    },
+  );
+
+  define(
+    'a made-up previous pair at lastIndex 0 or below is InvalidArgumentError: nothing is created, replaced or deleted',
+    { rows: ['atomicPut', 'atomicDelete'] },
+    async ({ store }) => {
+      // Versions start at 1. Sent to a server, 0 can mean "no condition" (etcd v2's prevIndex) or "create"
+      // (Consul's cas=0), and a negative index may not even parse.
+      const madeUp = (key: string, lastIndex: number): KVPair => ({
+        key,
+        value: new Uint8Array(0),
+        lastIndex,
+      });
+      await store.put('made-up/there', 'kept');
+      for (const index of [0, -1]) {
+        for (const key of ['made-up/missing', 'made-up/there']) {
+          await expectKVError(
+            () => store.atomicPut(key, 'v', madeUp(key, index)),
+            InvalidArgumentError,
+            `atomicPut of ${key} at lastIndex ${index}`,
+          );
+          await expectKVError(
+            () => store.atomicDelete(key, madeUp(key, index)),
+            InvalidArgumentError,
+            `atomicDelete of ${key} at lastIndex ${index}`,
+          );
+        }
+      }
+      expect(await store.exists('made-up/missing')).toBe(false);
+      expectPair(await store.get('made-up/there'), 'made-up/there', 'kept');
+      const real = await store.get('made-up/there');
+      expect(real.lastIndex, 'a version is a positive integer').toBeGreaterThanOrEqual(1);
     },
   );
 
