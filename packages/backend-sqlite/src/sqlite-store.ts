@@ -333,7 +333,7 @@ export class SqliteStore extends BaseStore {
    * wakes every watcher on this file.
    */
   private write<T>(fn: (now: number) => T): T {
-    if (this.queued.length > 0) this.commitQueued();
+    this.commitQueued();
     this.logged = false;
     this.tail = undefined;
     const result = this.writeTransaction.immediate(fn) as T;
@@ -378,7 +378,7 @@ export class SqliteStore extends BaseStore {
     if (!this.turnHasWrite) {
       this.turnHasWrite = true;
       queueMicrotask(this.endTurn);
-      // Commits any writes still queued first: this process's writes commit in the order it called them.
+      // `write` commits any writes still queued first: this store's writes commit in the order they were called.
       return this.write(fn);
     }
     return new Promise<T>((resolve, reject) => {
@@ -387,7 +387,9 @@ export class SqliteStore extends BaseStore {
     });
   }
 
+  /** Commits the queued writes now (nothing to do when none wait). */
   private commitQueued(): void {
+    if (this.queued.length === 0) return;
     const queue = this.queued.filter((write) => {
       if (!write.signal.aborted) return true;
       write.reject(write.signal.reason);
@@ -597,13 +599,13 @@ export class SqliteStore extends BaseStore {
   // ---- primitives ----
 
   protected async _get(key: string, _options: PrimitiveReadOptions): Promise<RawPair | null> {
-    if (this.queued.length > 0) this.commitQueued();
+    this.commitQueued();
     const row = this.stmt.get.get({ key, now: Date.now() });
     return row ? toRaw(row) : null;
   }
 
   protected override async _remainingTtl(key: string): Promise<number | undefined> {
-    if (this.queued.length > 0) this.commitQueued();
+    this.commitQueued();
     const now = Date.now();
     const at = this.stmt.expiresAt.get({ key, now })?.at;
     return at === undefined || at === null ? undefined : Math.max(1, Math.ceil(at - now));
@@ -626,7 +628,7 @@ export class SqliteStore extends BaseStore {
   }
 
   protected async _list(dir: string, _options: PrimitiveReadOptions): Promise<RawPair[]> {
-    if (this.queued.length > 0) this.commitQueued();
+    this.commitQueued();
     const [lo, hi] = rangeOf(dir);
     return this.stmt.list.all({ lo, hi, now: Date.now() }).map(toRaw);
   }

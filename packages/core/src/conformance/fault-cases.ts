@@ -276,7 +276,7 @@ export function linearizabilityCase(define: Define): void {
         const started = performance.now();
         const run = await runWorkload(stores, until, history, nemesis, workloadOptions(t));
         const result = checkKVHistory(history);
-        const unknown = history.filter((o) => o.ret === Number.POSITIVE_INFINITY).length;
+        const { unknown } = run;
         const summary = `${history.length} operations (${unknown} of unknown outcome; ${run.duringFaults} finished while the nemesis ran, ${run.afterHeal} after), ${faults} partitions, ${result.visited} states searched`;
         t.recordHistory({
           checker: 'linearizable',
@@ -424,10 +424,11 @@ const FENCED_RUN_MS = 10_000;
 
 const LIN_KEYS = ['a', 'b', 'c'];
 
-/** Finished operations of a linearizability run: while its nemesis ran, and after the heal. */
+/** Operations of a linearizability run: finished while its nemesis ran and after the heal, and of unknown outcome. */
 export interface WorkloadRun {
   duringFaults: number;
   afterHeal: number;
+  unknown: number;
 }
 
 const finished = (history: readonly KVOperation[]) =>
@@ -458,7 +459,8 @@ export async function runWorkload(
     const enough = () => finished(history) > LINEARIZABLE_MIN_FINISHED;
     await Promise.all(stores.map((store, c) => runClient(store, c, more, history, read, enough)));
   }
-  return { duringFaults, afterHeal: finished(history) - duringFaults };
+  const all = finished(history);
+  return { duringFaults, afterHeal: all - duringFaults, unknown: history.length - all };
 }
 
 export const workloadOptions = (t: TestEnv) => ({

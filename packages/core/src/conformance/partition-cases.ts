@@ -425,7 +425,7 @@ export function clusterPartitionCases(define: Define): void {
         })();
         const run = await runWorkload(stores, until, history, nemesis, workloadOptions(t));
         const result = checkKVHistory(history);
-        const unknown = history.filter((o) => o.ret === Number.POSITIVE_INFINITY).length;
+        const { unknown } = run;
         const summary = `${history.length} operations (${unknown} of unknown outcome; ${run.duringFaults} finished while the nemesis ran, ${run.afterHeal} after), ${faults} link faults, ${result.visited} states searched`;
         t.recordHistory({
           checker: 'linearizable',
