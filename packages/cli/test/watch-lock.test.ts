@@ -37,9 +37,17 @@ describe('kv watch', () => {
     const url = freshUrl();
     const watcher = startKv(['watch', '--tree', 'cfg'], { url });
     const done = finished(watcher);
-    // The first event of an empty directory has no changes: wait until the watch is set up by writing until seen.
+    // A put that lands before the watch starts shows in its first listing, not as a change: put
+    // until a put shows (the watch is set up by then), each from a process of its own.
     const seen = lineMatching(watcher, /^PUT\s+cfg\/deep\/x\s+@\d+\s+v$/);
-    await kv(['put', 'cfg/deep/x', 'v'], { url });
+    let shown = false;
+    seen.then(
+      () => {
+        shown = true;
+      },
+      () => {},
+    );
+    for (let attempt = 0; !shown && attempt < 20; attempt++) await kv(['put', 'cfg/deep/x', 'v'], { url });
     await seen;
     const gone = lineMatching(watcher, /^DELETE\s+cfg\/deep\/x$/);
     await kv(['rm', 'cfg/deep/x'], { url });
